@@ -1,0 +1,1 @@
+"""Core: the entity model (datasets, functions, procedures), their registries and the catalog."""

@@ -1,0 +1,130 @@
+"""Catalog tables inside the DuckDB file: entity configs, procedure runs, and the embedding cache."""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+SCHEMA_STATEMENTS = [
+    "CREATE SCHEMA IF NOT EXISTS vdb",
+    """CREATE TABLE IF NOT EXISTS vdb.entities (
+        kind VARCHAR NOT NULL, id VARCHAR NOT NULL, type VARCHAR NOT NULL, params JSON,
+        created TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))""",
+    """CREATE TABLE IF NOT EXISTS vdb.runs (
+        procedure_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, state VARCHAR NOT NULL,
+        params JSON, status JSON, errors JSON, progress JSON,
+        run_started TIMESTAMPTZ, run_finished TIMESTAMPTZ, PRIMARY KEY (procedure_id, run_id))""",
+    """CREATE TABLE IF NOT EXISTS vdb.embeddings (
+        content_hash VARCHAR NOT NULL, model_key VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
+        PRIMARY KEY (content_hash, model_key))""",
+    """CREATE TABLE IF NOT EXISTS vdb.blobs (sha256 VARCHAR PRIMARY KEY, data BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vdb.models (
+        name VARCHAR NOT NULL, version INTEGER NOT NULL, algorithm VARCHAR, config JSON, manifest JSON,
+        metrics JSON, model_format VARCHAR, model_sha256 VARCHAR, model_bytes BLOB, created TIMESTAMPTZ,
+        PRIMARY KEY (name, version))""",
+]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts else None
+
+
+class Catalog:
+    """Reads and writes entity and run records; one lock serialises catalog writes."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.lock = threading.RLock()
+        with self.lock:
+            cur = db.cursor()
+            for statement in SCHEMA_STATEMENTS:
+                cur.execute(statement)
+
+    # entities ---------------------------------------------------------------
+    def put_entity(self, kind: str, id: str, type_name: str, params: dict) -> None:
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("DELETE FROM vdb.entities WHERE kind = ? AND id = ?", [kind, id])
+            cur.execute(
+                "INSERT INTO vdb.entities VALUES (?, ?, ?, ?, ?)", [kind, id, type_name, json.dumps(params), now()]
+            )
+
+    def delete_entity(self, kind: str, id: str) -> None:
+        with self.lock:
+            self.db.cursor().execute("DELETE FROM vdb.entities WHERE kind = ? AND id = ?", [kind, id])
+
+    def get_entity(self, kind: str, id: str) -> tuple[str, dict, datetime] | None:
+        rows = self.db.cursor().execute(
+            "SELECT type, params, created FROM vdb.entities WHERE kind = ? AND id = ?", [kind, id]
+        ).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        return row[0], json.loads(row[1] or "{}"), row[2]
+
+    def list_entities(self, kind: str) -> list[str]:
+        rows = self.db.cursor().execute("SELECT id FROM vdb.entities WHERE kind = ? ORDER BY id", [kind]).fetchall()
+        return [r[0] for r in rows]
+
+    def iter_entities(self, kind: str) -> Iterator[tuple[str, str, dict]]:
+        rows = self.db.cursor().execute(
+            "SELECT id, type, params FROM vdb.entities WHERE kind = ? ORDER BY created, id", [kind]
+        ).fetchall()
+        for id, type_name, params in rows:
+            yield id, type_name, json.loads(params or "{}")
+
+    # runs -------------------------------------------------------------------
+    def save_run(self, record: dict) -> None:
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute(
+                "DELETE FROM vdb.runs WHERE procedure_id = ? AND run_id = ?", [record["procedure"], record["id"]]
+            )
+            cur.execute(
+                "INSERT INTO vdb.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    record["procedure"],
+                    record["id"],
+                    record["state"],
+                    json.dumps(record.get("params") or {}),
+                    json.dumps(record.get("status"), default=str),
+                    json.dumps(record.get("errors") or [], default=str),
+                    json.dumps(record.get("progress") or {}, default=str),
+                    record.get("runStarted"),
+                    record.get("runFinished"),
+                ],
+            )
+
+    def load_runs(self, procedure_id: str, run_id: str | None = None) -> list[dict]:
+        query = (
+            "SELECT procedure_id, run_id, state, params, status, errors, progress, run_started, run_finished"
+            " FROM vdb.runs WHERE procedure_id = ?"
+        )
+        args: list[Any] = [procedure_id]
+        if run_id is not None:
+            query += " AND run_id = ?"
+            args.append(run_id)
+        rows = self.db.cursor().execute(query + " ORDER BY run_started NULLS LAST, run_id", args).fetchall()
+        return [
+            {
+                "procedure": r[0],
+                "id": r[1],
+                "state": r[2],
+                "params": json.loads(r[3] or "{}"),
+                "status": json.loads(r[4]) if r[4] else None,
+                "errors": json.loads(r[5] or "[]"),
+                "progress": json.loads(r[6] or "{}"),
+                "runStarted": iso(r[7]),
+                "runFinished": iso(r[8]),
+            }
+            for r in rows
+        ]
+
+    def delete_runs(self, procedure_id: str) -> None:
+        with self.lock:
+            self.db.cursor().execute("DELETE FROM vdb.runs WHERE procedure_id = ?", [procedure_id])

@@ -1,0 +1,61 @@
+"""Entity configs `{"type": ..., "params": {...}}` and typed params validated with pydantic."""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ConfigError
+
+
+class Params(BaseModel):
+    """Base for every type's params: camelCase names as MLDB spells them; unknown names are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+
+class EntityConfig(BaseModel):
+    """The MLDB entity config shape."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    params: dict[str, Any] = {}
+    id: str | None = None
+
+
+def parse_config(config: Mapping[str, Any] | str, kind: str) -> EntityConfig:
+    """Accept a dict or JSON text; name the offending field when the shape is wrong."""
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{kind} config is not valid JSON: {exc}", field="config") from None
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{kind} config must be an object with 'type' and 'params'", field="config")
+    if "type" not in config:
+        raise ConfigError(f"{kind} config is missing 'type'", field="type")
+    try:
+        return EntityConfig.model_validate(dict(config))
+    except ValidationError as exc:
+        raise validation_error(exc, kind, prefix="") from None
+
+
+def parse_params(params_cls: type[Params], params: Mapping[str, Any], type_name: str) -> Params:
+    """Validate params for one type; errors read like `params.outputDataset: Field required`."""
+    try:
+        return params_cls.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        raise validation_error(exc, type_name, prefix="params.") from None
+
+
+def validation_error(exc: ValidationError, what: str, prefix: str) -> ConfigError:
+    first = exc.errors()[0]
+    field = prefix + ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "missing":
+        msg = "missing required param"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown param"
+    problems = [f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return ConfigError(f"{what}: {field}: {msg}", field=field, problems=problems)

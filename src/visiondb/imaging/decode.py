@@ -1,0 +1,151 @@
+"""Decode image bytes to upright RGB Pillow images, with fast reduced-size JPEG decoding.
+
+Every caller (featurization, training, serving) goes through `decode_rgb` so the same bytes always
+produce the same pixels: JPEGs via libjpeg-turbo DCT scaling (simplejpeg), everything else via Pillow.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import simplejpeg
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from visiondb.errors import ImageDecodeError
+
+MAX_PIXELS = 100_000_000
+"""Largest width*height accepted; larger images are rejected before decoding (decompression bombs)."""
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# EXIF orientation tag value -> transpose that makes the image upright (same table as ImageOps.exif_transpose).
+_ORIENTATION_FIX = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+_WHITE = (255, 255, 255)
+
+
+def _describe_non_image(data: bytes) -> str:
+    """Guess what non-image bytes are, for an error message that helps the user."""
+    head = data[:512].lstrip()
+    lowered = head.lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg", b"<")):
+        return "not an image: looks like text/HTML"
+    if lowered.startswith((b"{", b"[")):
+        return "not an image: looks like JSON text"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not an image: unrecognised format (first bytes {data[:8].hex()})"
+    return "not an image: looks like text"
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open (header only) and enforce the pixel limit; raise ImageDecodeError with the cause."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(_describe_non_image(data)) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"corrupt image: invalid size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"image too large: {width}x{height} ({width * height} pixels > {MAX_PIXELS})")
+    return img
+
+
+def probe_image(data: bytes) -> tuple[str, int, int]:
+    """Return (format, width, height) from the header alone, or raise ImageDecodeError naming the cause."""
+    img = _open(data)
+    return str(img.format), img.size[0], img.size[1]
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation (1..8) of an opened image; 1 when absent or unreadable."""
+    try:
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make a good image undecodable
+        return 1
+    return value if value in _ORIENTATION_FIX else 1
+
+
+def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> Image.Image | None:
+    """Decode a YCbCr/greyscale JPEG with libjpeg-turbo scaling; None when simplejpeg cannot handle it."""
+    if img.mode not in ("RGB", "L"):
+        return None  # CMYK / YCCK: let Pillow do the colour conversion
+    side = min_side if min_side and min_side > 0 else 0
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=side, min_width=side, strict=True)
+    except ValueError as exc:
+        text = str(exc)
+        if "premature end" in text.lower() or "truncat" in text.lower():
+            raise ImageDecodeError(f"truncated image data: {text}") from exc
+        if "unsupported" in text.lower():
+            return None
+        raise ImageDecodeError(f"corrupt image: {text}") from exc
+    out = Image.fromarray(arr, "RGB")
+    fix = _ORIENTATION_FIX.get(_orientation(img))
+    return out.transpose(fix) if fix is not None else out
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: alpha composited on white, 16-bit scaled down, palettes expanded."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P" or mode == "PA" or "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
+    """Decode to an upright RGB image; with `min_side`, JPEGs decode at the smallest scale keeping the shorter side >= it."""
+    img = _open(data)
+    if img.format == "JPEG":
+        fast = _decode_jpeg_fast(data, img, min_side)
+        if fast is not None:
+            return fast
+        if min_side:
+            img.draft("RGB", (min_side, min_side))
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+    except OSError as exc:
+        if "truncated" in str(exc).lower():
+            raise ImageDecodeError(f"truncated image data: {exc}") from exc
+        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
+        pass
+    return _to_rgb(img)

@@ -1,0 +1,180 @@
+"""Zip and tar(.gz/.bz2/.xz/.zst) archives: ordered member walks and random member reads without extracting to disk."""
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+from visiondb.errors import FetchError
+from visiondb.ingest.formats import _opener, compression_of, read_capped
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst")
+
+
+def is_archive_name(name: str) -> bool:
+    """True if the file name (or URL path) ends with a zip/tar suffix."""
+    lower = name.lower().split("?", 1)[0].split("#", 1)[0]
+    return lower.endswith(ARCHIVE_SUFFIXES)
+
+
+def member_wanted(name: str) -> bool:
+    """Skip macOS resource forks (`__MACOSX/`) and dotfiles/dot-folders anywhere in the member path."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p]
+    return bool(parts) and not any(p == "__MACOSX" or p.startswith(".") for p in parts)
+
+
+def iter_archive_members(path_or_fileobj: str | Path | IO[bytes]) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield `(member_name, load)` for each regular file of a zip or tar(.gz/.bz2/.xz), in archive order.
+
+    `load()` reads one member into memory; calling it before advancing the iterator avoids re-reading
+    compressed tar streams.
+    """
+    src = str(path_or_fileobj) if isinstance(path_or_fileobj, Path) else path_or_fileobj
+    if _is_zip(src):
+        with zipfile.ZipFile(src) as zf:
+            for info in zf.infolist():
+                if not info.is_dir() and member_wanted(info.filename):
+                    yield info.filename, (lambda info=info: zf.read(info))
+        return
+    if not isinstance(src, str):
+        src.seek(0)
+    if _is_zstd(src):
+        yield from _iter_zstd_tar(src)
+        return
+    try:
+        tf = tarfile.open(src, mode="r:*") if isinstance(src, str) else tarfile.open(fileobj=src, mode="r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise FetchError(f"not a zip or tar archive: {_label(src)} ({exc})", uri=_label(src)) from exc
+    with tf:
+        for member in tf:
+            if member.isfile() and member_wanted(member.name):
+                yield member.name, (lambda m=member: _read_tar_member(tf, m))
+
+
+def _is_zstd(src: str | IO[bytes]) -> bool:
+    if isinstance(src, str):
+        with open(src, "rb") as f:
+            head = f.read(4)
+    else:
+        head = src.read(4)
+        src.seek(0)
+    return compression_of("", head) == "zst"
+
+
+def _iter_zstd_tar(src: str | IO[bytes]) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Stream a .tar.zst (tarfile cannot seek in it): each `load()` works only before the iterator advances."""
+    raw = open(src, "rb") if isinstance(src, str) else src
+    try:
+        with _opener("zst")(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+            for member in tf:
+                if member.isfile() and member_wanted(member.name):
+                    yield member.name, (lambda m=member: _read_tar_member(tf, m))
+    finally:
+        if isinstance(src, str):
+            raw.close()
+
+
+def _label(src: str | IO[bytes]) -> str:
+    return src if isinstance(src, str) else str(getattr(src, "name", "<file object>"))
+
+
+def _is_zip(src: str | IO[bytes]) -> bool:
+    try:
+        ok = zipfile.is_zipfile(src)
+    except OSError:
+        return False
+    if not isinstance(src, str):
+        src.seek(0)
+    return ok
+
+
+def _read_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tf.extractfile(member)
+    if f is None:
+        raise FetchError(f"archive member {member.name} is not a regular file", uri=member.name)
+    with f:
+        return f.read()
+
+
+class ArchiveReader:
+    """Random access to one local archive file; compressed tars are decompressed once into a temp spool file."""
+
+    def __init__(self, path: Path, *, uri: str | None = None, spool_dir: str | None = None) -> None:
+        self.path = Path(path)
+        self.uri = uri or str(path)
+        self._lock = threading.Lock()
+        self._spool: Path | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._members: dict[str, zipfile.ZipInfo | tarfile.TarInfo] = {}
+        self._order: list[str] = []
+        try:
+            self._open(spool_dir)
+        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+            self.close()
+            raise FetchError(f"cannot read archive {self.uri}: {exc}", uri=self.uri) from exc
+
+    def _open(self, spool_dir: str | None) -> None:
+        if zipfile.is_zipfile(self.path):
+            self._zip = zipfile.ZipFile(self.path)
+            for info in self._zip.infolist():
+                if not info.is_dir() and member_wanted(info.filename):
+                    self._add(info.filename, info)
+            return
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+        kind = compression_of("", head)
+        tar_path = self.path
+        if kind is not None:
+            fd, name = tempfile.mkstemp(prefix="visiondb-tar-", suffix=".tar", dir=spool_dir)
+            self._spool = Path(name)
+            with open(self.path, "rb") as raw, _opener(kind)(raw) as stream, open(fd, "wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
+            tar_path = self._spool
+        if not tarfile.is_tarfile(tar_path):
+            raise FetchError(f"not a zip or tar archive: {self.uri}", uri=self.uri)
+        self._tar = tarfile.open(tar_path, mode="r:")
+        for member in self._tar.getmembers():
+            if member.isfile() and member_wanted(member.name):
+                self._add(member.name, member)
+
+    def _add(self, name: str, info: zipfile.ZipInfo | tarfile.TarInfo) -> None:
+        if name not in self._members:
+            self._order.append(name)
+        self._members[name] = info
+
+    def names(self) -> list[str]:
+        """Regular-file member names in archive order (no directories, `__MACOSX/` or dotfiles)."""
+        return list(self._order)
+
+    def read(self, member: str, *, max_bytes: int) -> bytes:
+        """Read one member fully; raises FetchError naming the member when missing or over `max_bytes`."""
+        info = self._members.get(member) or self._members.get(member.lstrip("/"))
+        if info is None:
+            raise FetchError(f"archive {self.uri} has no member {member!r}", uri=f"{self.uri}#{member}")
+        size = info.file_size if isinstance(info, zipfile.ZipInfo) else info.size
+        if size > max_bytes:
+            raise FetchError(
+                f"archive member {member!r} of {self.uri} is larger than {max_bytes} bytes ({size})",
+                uri=f"{self.uri}#{member}",
+            )
+        with self._lock:
+            if self._zip is not None:
+                with self._zip.open(info) as f:  # type: ignore[arg-type]
+                    return read_capped(f, max_bytes + 1)
+            assert self._tar is not None
+            return _read_tar_member(self._tar, info)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close the archive and delete any spool file."""
+        for handle in (self._zip, self._tar):
+            if handle is not None:
+                handle.close()
+        self._zip = self._tar = None
+        if self._spool is not None:
+            self._spool.unlink(missing_ok=True)
+            self._spool = None

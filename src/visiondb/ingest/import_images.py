@@ -1,0 +1,221 @@
+"""`import.images`: a folder, CSV of URIs or archive → a dataset of image values (+ label, split).
+
+Fetches run in parallel with a progress bar; every image is fully decoded once to reject corrupt or truncated
+files; failures go to the run's `errors` and to `<outputDataset>_errors` without stopping the import. Rows are
+written in atomic chunks keyed by `_rowName`, so a killed import resumes and fetches only what is missing.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from ..core.config import Params
+from ..core.entities import Procedure, quote_ident
+from ..core.outputs import OutputDataset
+from ..core.registry import PROCEDURE_TYPES
+from ..core.runs import RunContext
+from ..errors import VisionDBError
+
+CHUNK_ROWS = 128
+ERROR_COLUMNS = "_rowName VARCHAR, uri VARCHAR, status INTEGER, cause VARCHAR, run_id VARCHAR"
+
+
+class ImportImagesParams(Params):
+    dataFileUrl: str
+    outputDataset: OutputDataset
+    uriColumn: str = "uri"
+    labelColumn: str | None = None
+    splitColumn: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    verify: bool = True  # decode every image once so corrupt/truncated files become per-row errors
+    resume: bool = True
+
+
+@PROCEDURE_TYPES.register("import.images")
+class ImportImages(Procedure):
+    """Images and their labels into a table with columns `_rowName, image, label, split, …`."""
+
+    Params = ImportImagesParams
+    params: ImportImagesParams
+
+    def run(self, ctx: RunContext) -> dict:
+        from .sources import discover_images
+
+        p, db = self.params, self.db
+        out = p.outputDataset.id
+        db.datasets.check_id(out)
+        ctx.set_progress(0, None, phase="listing " + p.dataFileUrl)
+        records = discover_images(
+            p.dataFileUrl,
+            db.fetcher,
+            uri_column=p.uriColumn,
+            label_column=p.labelColumn,
+            split_column=p.splitColumn,
+            limit=p.limit,
+        )
+        rows = [(row_name(p.dataFileUrl, r.uri), r) for r in records]
+        extra_cols = sorted({k for _, r in rows for k in r.extra})
+        signature = json.dumps({"procedure": self.id, "params": p.model_dump(mode="json")}, sort_keys=True)
+        done = self._prepare(out, extra_cols, signature)
+        todo = [(name, r) for name, r in rows if name not in done]
+        imported = self._import(ctx, out, todo, extra_cols)
+        self._set_marker(out, signature, complete=True)
+        db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
+        db.datasets.register_output(errors_table(out), "tabular", {"createdBy": self.id})
+        count = db.table_status(out)["rowCount"]
+        return {
+            "outputDataset": out,
+            "errorsDataset": errors_table(out),
+            "rowCount": count,
+            "imported": imported,
+            "alreadyPresent": len(rows) - len(todo),
+            "errorCount": ctx.record.get("errorCount", 0),
+            "discovered": len(rows),
+        }
+
+    # set-up and resume ---------------------------------------------------------------------
+    def _prepare(self, out: str, extra_cols: list[str], signature: str) -> set[str]:
+        """Create (or keep, when resuming the same unfinished import) the output and error tables."""
+        db, cur = self.db, self.db.cursor()
+        marker = self._marker(out)
+        resuming = (
+            self.params.resume and db.table_exists(out) and marker.get("signature") == signature
+            and not marker.get("complete")
+        )
+        if not resuming:
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
+        extras = "".join(f", {quote_ident(c)} VARCHAR" for c in extra_cols)
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {quote_ident(out)}"
+            f" (_rowName VARCHAR PRIMARY KEY, image image, label VARCHAR, split VARCHAR{extras})"
+        )
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
+        self._set_marker(out, signature, complete=False)
+        if not resuming:
+            return set()
+        return {r[0] for r in cur.execute(f"SELECT _rowName FROM {quote_ident(out)}").fetchall()}
+
+    def _marker(self, out: str) -> dict:
+        found = self.db.catalog.get_entity("import_state", out)
+        return found[1] if found else {}
+
+    def _set_marker(self, out: str, signature: str, complete: bool) -> None:
+        self.db.catalog.put_entity("import_state", out, "import.images", {"signature": signature, "complete": complete})
+
+    # fetching, checking, writing --------------------------------------------------------------
+    def _import(self, ctx: RunContext, out: str, todo: list[tuple[str, Any]], extra_cols: list[str]) -> int:
+        db, p = self.db, self.params
+        uris = [r.uri for _, r in todo]
+        good: list[dict] = []
+        bad: list[dict] = []
+        imported = 0
+        bar = ctx.bar(len(todo), f"import.images → {out}", unit="img")
+        checker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="visiondb-verify")
+        try:
+            results = db.fetcher.read_many(uris, concurrency=p.concurrency)
+            for batch in chunked(results, CHUNK_ROWS):
+                checked = checker.map(lambda item: (item[0], self._check(todo[item[0]][1].uri, item[1])), batch)
+                for index, outcome in checked:
+                    name, record = todo[index]
+                    if isinstance(outcome, VisionDBError):
+                        status = getattr(outcome, "status", None)
+                        ctx.record_error(outcome.message, row=name, uri=record.uri, status=status)
+                        bad.append({"_rowName": name, "uri": record.uri, "status": status, "cause": outcome.message})
+                    else:
+                        good.append(
+                            {
+                                "_rowName": name,
+                                "image": outcome,
+                                "label": record.label,
+                                "split": record.split,
+                                **{c: _text(record.extra.get(c)) for c in extra_cols},
+                            }
+                        )
+                imported += self._flush(out, good, bad, ctx.run_id)
+                bar.update(len(batch))
+                good, bad = [], []
+        finally:
+            checker.shutdown()
+            bar.close()
+        return imported
+
+    def _check(self, uri: str, fetched: bytes | Exception) -> dict | VisionDBError:
+        if isinstance(fetched, VisionDBError):
+            return fetched
+        if isinstance(fetched, Exception):
+            return VisionDBError(f"{uri}: {fetched}")
+        try:
+            if self.params.verify:
+                from ..imaging.decode import decode_rgb
+
+                decode_rgb(fetched, min_side=32)
+            return self.db.store_image(uri, fetched)
+        except VisionDBError as exc:
+            return exc
+
+    def _flush(self, out: str, good: list[dict], bad: list[dict], run_id: str) -> int:
+        """Insert one chunk atomically; rows already present (a resumed run) are skipped, never duplicated."""
+        cur = self.db.cursor()
+        if good:
+            table = pa.Table.from_pylist(good)
+            cur.register("_vdb_import_chunk", table)
+            try:
+                cur.execute(
+                    f"INSERT INTO {quote_ident(out)} BY NAME SELECT * REPLACE (image::image AS image)"
+                    f" FROM _vdb_import_chunk c WHERE c._rowName NOT IN (SELECT _rowName FROM {quote_ident(out)})"
+                )
+            finally:
+                cur.unregister("_vdb_import_chunk")
+        if bad:
+            errs = pa.Table.from_pylist([{**b, "run_id": run_id} for b in bad])
+            cur.register("_vdb_import_errors", errs)
+            try:
+                cur.execute(
+                    f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN"
+                    " (SELECT _rowName FROM _vdb_import_errors)"
+                )
+                cur.execute(
+                    f"INSERT INTO {quote_ident(errors_table(out))} BY NAME SELECT * REPLACE (status::INTEGER AS status)"
+                    " FROM _vdb_import_errors"
+                )
+            finally:
+                cur.unregister("_vdb_import_errors")
+        return len(good)
+
+
+def errors_table(out: str) -> str:
+    return f"{out}_errors"
+
+
+def row_name(data_file_url: str, uri: str) -> str:
+    """Rows are named by their path relative to the imported folder/archive, else by their URI."""
+    import os
+
+    prefixes = [data_file_url.rstrip("/") + "/", f"archive+{data_file_url}#"]
+    if "://" not in data_file_url and not data_file_url.startswith("archive+"):
+        prefixes.append(os.path.realpath(data_file_url).rstrip("/") + "/")
+    for prefix in prefixes:
+        if uri.startswith(prefix):
+            return uri[len(prefix):]
+    return uri
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+

@@ -1,0 +1,107 @@
+"""What a Fetcher may read: local roots, address blocking, size/time limits, retries and rate limits.
+
+The server turns `block_private` on so that SQL `fetch()` cannot be used to probe internal networks (SSRF).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from visiondb.errors import AccessDeniedError, ConfigError, FetchError
+
+MiB = 1024 * 1024
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class FetchPolicy:
+    """Limits and access rules applied to every byte a Fetcher reads."""
+
+    allowed_roots: list[Path] | None = None
+    allow_local: bool = True
+    allow_fetch: list[str] = field(default_factory=list)
+    block_private: bool = False
+    max_bytes: int = 64 * MiB
+    max_archive_bytes: int = 4096 * MiB
+    timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 0.2
+    max_redirects: int = 5
+    rate_per_host: float | None = None
+    concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        if self.allowed_roots is not None:
+            self.allowed_roots = [Path(r).expanduser().resolve() for r in self.allowed_roots]
+        nets: list[IPNetwork] = []
+        for item in self.allow_fetch:
+            try:
+                nets.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as exc:
+                raise ConfigError(f"allow_fetch: {item!r} is not an IP address or CIDR network", field="allow_fetch") from exc
+        self._allowed_nets = nets
+        for name in ("max_bytes", "max_archive_bytes", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}", field=name)
+        for name in ("timeout", "backoff", "retries", "max_redirects"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}", field=name)
+        if self.rate_per_host is not None and self.rate_per_host <= 0:
+            raise ConfigError(f"rate_per_host must be > 0 or None, got {self.rate_per_host!r}", field="rate_per_host")
+
+    # -- local paths -------------------------------------------------------------------------
+    def check_path(self, path: str | Path, uri: str | None = None) -> Path:
+        """Return the resolved real path if local reads are allowed and it lies under an allowed root."""
+        uri = uri if uri is not None else str(path)
+        if not self.allow_local:
+            raise AccessDeniedError(f"local file access is disabled: {uri}", uri=uri)
+        real = Path(path).expanduser().resolve()
+        if self.allowed_roots is not None and not any(real.is_relative_to(root) for root in self.allowed_roots):
+            roots = ", ".join(str(r) for r in self.allowed_roots)
+            raise AccessDeniedError(f"path {uri} resolves to {real}, outside the allowed roots ({roots})", uri=uri)
+        return real
+
+    # -- network addresses -------------------------------------------------------------------
+    def address_allowed(self, addr: IPAddress) -> bool:
+        """True if `addr` may be contacted: public, or explicitly listed in `allow_fetch`."""
+        if any(addr in net for net in self._allowed_nets if net.version == addr.version):
+            return True
+        if not self.block_private:
+            return True
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return self.address_allowed(addr.ipv4_mapped)
+        return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
+
+    def check_url(self, url: str) -> None:
+        """Resolve the URL's host (DNS) and refuse it if any resolved address is not allowed."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise FetchError(f"unsupported URL scheme {parts.scheme!r}: {url}", uri=url)
+        host = parts.hostname
+        if not host:
+            raise FetchError(f"URL has no host: {url}", uri=url)
+        if not self.block_private:
+            return
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise FetchError(f"invalid port in URL {url}", uri=url) from exc
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise FetchError(f"cannot resolve host {host!r} of {url}: {exc.strerror or exc}", uri=url) from exc
+        for info in infos:
+            raw = info[4][0].split("%", 1)[0]
+            addr = ipaddress.ip_address(raw)
+            if not self.address_allowed(addr):
+                raise AccessDeniedError(
+                    f"refused to fetch {url}: host {host} resolves to non-public address {addr} "
+                    f"(add it to allow_fetch to permit)",
+                    uri=url,
+                    address=str(addr),
+                )

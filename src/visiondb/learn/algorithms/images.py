@@ -1,0 +1,81 @@
+"""Decode encoded image bytes (PNG/JPEG/...) into uint8 NCHW arrays for the image networks, with an in-memory cache."""
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import OrderedDict
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from visiondb.errors import ImageDecodeError
+
+ResizeMode = Literal["stretch", "crop"]
+
+_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_CACHE_LIMIT_BYTES = 2 << 30
+_cache_bytes = 0
+
+
+def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
+    """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style)."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
+        raise ImageDecodeError(f"row {row}: expected non-empty encoded image bytes, got {type(data).__name__}", row=row)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert(mode)
+            height, width = size
+            if resize == "stretch":
+                img = img.resize((width, height), Image.Resampling.BILINEAR)
+            else:
+                target = round(max(height, width) / 0.875)
+                scale = target / min(img.size)
+                img = img.resize(
+                    (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale))),
+                    Image.Resampling.BICUBIC,
+                )
+                left, top = (img.size[0] - width) // 2, (img.size[1] - height) // 2
+                img = img.crop((left, top, left + width, top + height))
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"row {row}: cannot decode image: {exc}", row=row) from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def decode_images(
+    X: Any, *, grayscale: bool, size: tuple[int, int], resize: ResizeMode = "stretch"
+) -> np.ndarray:
+    """Decode a 1-d sequence of encoded images to uint8 [n, C, H, W]; decoded arrays are cached by content hash."""
+    global _cache_bytes
+    mode = "L" if grayscale else "RGB"
+    channels = 1 if grayscale else 3
+    out = np.empty((len(X), channels, size[0], size[1]), dtype=np.uint8)
+    for row, data in enumerate(X):
+        raw = data.tobytes() if isinstance(data, memoryview) else data
+        key = None
+        if isinstance(raw, (bytes, bytearray)):
+            key = (hashlib.blake2b(raw, digest_size=16).digest(), mode, tuple(size), resize)
+            cached = _CACHE.get(key)
+            if cached is not None:
+                _CACHE.move_to_end(key)
+                out[row] = cached
+                continue
+        arr = _decode_one(raw, row, mode, size, resize)
+        out[row] = arr
+        if key is not None:
+            _CACHE[key] = arr
+            _cache_bytes += arr.nbytes
+            while _cache_bytes > _CACHE_LIMIT_BYTES and _CACHE:
+                _, old = _CACHE.popitem(last=False)
+                _cache_bytes -= old.nbytes
+    return out
+
+
+def clear_cache() -> None:
+    """Drop every cached decoded image."""
+    global _cache_bytes
+    _CACHE.clear()
+    _cache_bytes = 0

@@ -1,0 +1,253 @@
+"""Shared PyTorch training loop for the network algorithms: batching, class weights, schedules, early stopping, history."""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+from tqdm.auto import tqdm
+
+from visiondb.errors import TrainingError
+from visiondb.learn.algorithms.augment import AugmentParams, augment_batch
+from visiondb.learn.algorithms.registry import Params, validate_params
+
+
+class EarlyStopping(Params):
+    """Stop when `monitor` has not improved by more than `minDelta` for `patience` epochs; best weights are restored."""
+
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(5, ge=1)
+    minDelta: float = Field(0.0, ge=0)
+
+
+class NetworkParams(Params):
+    """Params shared by every network algorithm."""
+
+    epochs: int = Field(10, ge=1)
+    batchSize: int = Field(32, ge=1)
+    learningRate: float = Field(1e-3, gt=0)
+    weightDecay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+    earlyStopping: EarlyStopping | None = None
+    validationFraction: float = Field(0.0, ge=0, lt=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` = CUDA when available, else CPU."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("device 'cuda' was asked for but CUDA is not available", field="device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation split of training rows (plain shuffle when a class is too small)."""
+    n = len(y)
+    n_val = max(1, int(round(n * fraction)))
+    _, counts = np.unique(y, return_counts=True)
+    if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
+        splitter: Any = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+    else:
+        splitter = ShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+    train, val = next(iter(splitter.split(np.zeros(n), y)))
+    return np.sort(train), np.sort(val)
+
+
+class TorchClassifier(ClassifierMixin, BaseEstimator):
+    """scikit-learn-contract wrapper over a torch module; subclasses define input preparation and the architecture."""
+
+    algorithm: str = ""
+
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        class_weight: str | None = None,
+        on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+        progress_bar: bool = True,
+    ) -> None:
+        self.params = params
+        self.seed = seed
+        self.class_weight = class_weight
+        self.on_epoch = on_epoch
+        self.progress_bar = progress_bar
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+    def _prepare(self, X: Any) -> torch.Tensor:
+        """Turn raw X into a CPU tensor the module's `_to_input` consumes (features or uint8 images)."""
+        raise NotImplementedError
+
+    def _architecture(self, inputs: torch.Tensor, n_classes: int) -> dict[str, Any]:
+        """JSON-able description from which `_build` rebuilds the module (saved with the weights)."""
+        raise NotImplementedError
+
+    def _build(self, arch: dict[str, Any]) -> nn.Module:
+        """Build the module from an architecture description."""
+        raise NotImplementedError
+
+    def _to_input(self, batch: torch.Tensor, train: bool) -> torch.Tensor:
+        """Convert a prepared batch (already on device) into the module input; augment when training."""
+        return batch.float()
+
+    # ---- sklearn contract -------------------------------------------------------------------
+    @property
+    def config(self) -> Any:
+        """Validated params of this estimator."""
+        return validate_params(self.algorithm, self.params)
+
+    def _augment_opts(self) -> AugmentParams | None:
+        """Augmentation options (image networks only)."""
+        return getattr(self.config, "augment", None)
+
+    def fit(self, X: Any, y: Any) -> "TorchClassifier":
+        """Train on X, y; keeps `history` (one dict per epoch) and restores the best weights under early stopping."""
+        cfg = self.config
+        torch.manual_seed(self.seed)
+        y = np.asarray(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise TrainingError(f"{self.algorithm}: need at least two classes, got {self.classes_.tolist()}")
+        inputs = self._prepare(X)
+        self.arch_ = self._architecture(inputs, len(self.classes_))
+        self.module_ = self._build(self.arch_)
+        self.history = self._train(self.module_, inputs, y_idx, cfg)
+        return self
+
+    def _train(self, module: nn.Module, inputs: torch.Tensor, y_idx: np.ndarray, cfg: Any) -> list[dict[str, Any]]:
+        """The epoch loop; returns the history."""
+        device = pick_device(cfg.device)
+        use_bf16 = device.type == "cuda"
+        module.to(device)
+        gen = torch.Generator().manual_seed(self.seed)
+        targets = torch.as_tensor(y_idx, dtype=torch.long)
+        fraction = cfg.validationFraction or (0.1 if cfg.earlyStopping else 0.0)
+        if fraction:
+            train_rows, val_rows = _validation_split(y_idx, fraction, self.seed)
+        else:
+            train_rows, val_rows = np.arange(len(y_idx)), np.array([], dtype=np.int64)
+        self.validation_index_ = val_rows
+        weight = None
+        if self.class_weight == "balanced":
+            present = np.unique(y_idx[train_rows])
+            w = np.ones(len(self.classes_), dtype=np.float32)
+            w[present] = compute_class_weight("balanced", classes=present, y=y_idx[train_rows])
+            weight = torch.as_tensor(w, device=device)
+        criterion = nn.CrossEntropyLoss(weight=weight)
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=cfg.learningRate, weight_decay=cfg.weightDecay)
+        batch = cfg.batchSize
+        steps = math.ceil(len(train_rows) / batch)
+        scheduler: Any = None
+        if cfg.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=cfg.learningRate, epochs=cfg.epochs, steps_per_epoch=steps
+            )
+        elif cfg.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps)
+        stop = cfg.earlyStopping
+        best_score, best_state, best_epoch, wait = math.inf, None, 0, 0
+        history: list[dict[str, Any]] = []
+        train_t = torch.as_tensor(train_rows)
+        for epoch in range(1, cfg.epochs + 1):
+            module.train()
+            self._train_mode_hook(module)
+            order = train_t[torch.randperm(len(train_t), generator=gen)]
+            total_loss, correct, seen = 0.0, 0, 0
+            bar = tqdm(
+                range(steps), desc=f"{self.algorithm} epoch {epoch}/{cfg.epochs}", leave=False,
+                disable=not self.progress_bar, mininterval=1.0,
+            )
+            for step in bar:
+                idx = order[step * batch:(step + 1) * batch]
+                xb = self._to_input(inputs[idx].to(device), train=True)
+                yb = targets[idx].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = module(xb)
+                loss = criterion(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total_loss += float(loss.detach()) * len(idx)
+                correct += int((logits.argmax(1) == yb).sum())
+                seen += len(idx)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+            logs: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": total_loss / max(seen, 1),
+                "accuracy": correct / max(seen, 1),
+                "lr": float(optimizer.param_groups[0]["lr"]),
+            }
+            if len(val_rows):
+                logits = self._logits(module, inputs[torch.as_tensor(val_rows)], device)
+                yv = targets[torch.as_tensor(val_rows)]
+                cpu_weight = weight.cpu() if weight is not None else None
+                logs["val_loss"] = float(nn.functional.cross_entropy(logits, yv, weight=cpu_weight))
+                logs["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
+            bar.close()
+            if self.progress_bar:
+                shown = {k: round(v, 4) for k, v in logs.items() if k != "epoch" and isinstance(v, float)}
+                tqdm.write(f"{self.algorithm} epoch {epoch}/{cfg.epochs} {shown}", file=sys.stderr)
+            history.append(logs)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, dict(logs))
+            if stop is not None:
+                score = logs[stop.monitor] * (1 if stop.monitor == "val_loss" else -1)
+                if score < best_score - stop.minDelta:
+                    best_score, best_epoch, wait = score, epoch, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    wait += 1
+                    if wait >= stop.patience:
+                        break
+        if stop is not None and best_state is not None:
+            module.load_state_dict(best_state)
+            for logs in history:
+                logs["best"] = logs["epoch"] == best_epoch
+        self.best_epoch_ = best_epoch if stop is not None else len(history)
+        module.to("cpu").eval()
+        return history
+
+    def _train_mode_hook(self, module: nn.Module) -> None:
+        """Called after `module.train()` each epoch (finetune keeps frozen BatchNorm in eval mode)."""
+
+    @torch.no_grad()
+    def _logits(self, module: nn.Module, inputs: torch.Tensor, device: torch.device, chunk: int = 512) -> torch.Tensor:
+        """Eval-mode float32 logits on CPU, computed in chunks."""
+        was_training = module.training
+        module.eval()
+        out = []
+        for start in range(0, len(inputs), chunk):
+            xb = self._to_input(inputs[start:start + chunk].to(device), train=False)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out.append(module(xb).float().cpu())
+        module.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, len(self.classes_))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax class probabilities [n, n_classes] in `classes_` order."""
+        if not hasattr(self, "module_"):
+            raise TrainingError(f"{self.algorithm}: model is not trained")
+        inputs = self._prepare(X)
+        device = pick_device(self.config.device)
+        self.module_.to(device)
+        try:
+            logits = self._logits(self.module_, inputs, device)
+        finally:
+            self.module_.to("cpu")
+        return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable class label per row."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]

@@ -1,0 +1,208 @@
+"""Embedder: backbone + layer + runtime, with a streaming decode->preprocess->infer pipeline over many images."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from visiondb.errors import VisionDBError
+from visiondb.imaging.decode import decode_rgb
+from visiondb.models.backbones import Backbone, Opener, check_layer, load_backbone
+from visiondb.models.runtime import InferenceBackend, available_cores, make_backend
+
+K = TypeVar("K")
+Source = bytes | Callable[[], bytes]
+_POLL_S = 0.1
+
+
+def _cause(exc: BaseException) -> str:
+    """One-line reason for a failed row."""
+    if isinstance(exc, VisionDBError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Batch(Generic[K]):
+    """One batch in flight: its keys, per-row decode futures, and the preallocated buffer they write into."""
+
+    keys: list[K]
+    futures: list[Future[None]]
+    buffer: np.ndarray
+
+
+@dataclass
+class Embedder:
+    """A warm model producing `dim`-wide vectors; `key` identifies (model, weights, layer, preprocessing) for caches."""
+
+    backbone: Backbone
+    layer: str
+    backend: InferenceBackend
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Embedding-cache key component: model name, weights hash prefix, layer, preprocessing id."""
+        return f"{self.backbone.name}:{self.backbone.weights_sha256[:16]}:{self.layer}:{self.preprocessing.id}"
+
+    @property
+    def dim(self) -> int:
+        """Width of the produced vectors."""
+        return self.backend.dim
+
+    @property
+    def preprocessing(self):  # noqa: ANN201 - Preprocessing
+        """The backbone's input preprocessing."""
+        return self.backbone.preprocessing
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Forward a preprocessed batch (serialised: runtimes are not shared between threads)."""
+        with self._lock:
+            return self.backend.run(batch)
+
+    def decode(self, data: bytes) -> Image.Image:
+        """Decode bytes exactly as the pipeline does (reduced-size JPEG decode for this preprocessing)."""
+        return decode_rgb(data, min_side=self.preprocessing.resize_to)
+
+    def embed_images(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Vectors [len(images), dim] for already-decoded images."""
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        buffer = np.empty((min(batch_size, max(1, len(images))),) + self.preprocessing.shape, dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            for i, img in enumerate(chunk):
+                self.preprocessing.preprocess_into(img, buffer[i])
+            out[start:start + len(chunk)] = self.run(buffer[:len(chunk)])
+        return out
+
+    def embed_bytes(self, blobs: list[bytes], batch_size: int = 32) -> np.ndarray:
+        """Vectors for encoded images (raises on the first undecodable one)."""
+        return self.embed_images([self.decode(b) for b in blobs], batch_size=batch_size)
+
+    def _fill(self, source: Source, out: np.ndarray) -> None:
+        """Worker task: fetch (if lazy), decode and preprocess one row into its buffer slot."""
+        data = source() if callable(source) else source
+        self.preprocessing.preprocess_into(self.decode(data), out)
+
+    def embed_stream(
+        self,
+        items: Iterable[tuple[K, Source]],
+        batch_size: int = 32,
+        decode_threads: int | None = None,
+    ) -> Iterator[tuple[list[K], np.ndarray, list[tuple[K, str]]]]:
+        """Yield (good keys, vectors [k, dim], [(key, cause)] failures) per batch, in input order.
+
+        Decoding runs in a thread pool into preallocated batch buffers (3 in rotation, so memory is bounded
+        whatever the input size) and overlaps the inference of the previous batch.
+        """
+        threads = decode_threads or max(1, available_cores() // 2)
+        free: queue.Queue[np.ndarray] = queue.Queue()
+        for _ in range(3):
+            free.put(np.empty((batch_size,) + self.preprocessing.shape, dtype=np.float32))
+        ready: queue.Queue[_Batch[K] | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="visiondb-decode")
+
+        def put(entry: _Batch[K] | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(entry, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def take_buffer() -> np.ndarray | None:
+            while not stop.is_set():
+                try:
+                    return free.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+            return None
+
+        def produce() -> None:
+            try:
+                iterator = iter(items)
+                while not stop.is_set():
+                    buffer = take_buffer()
+                    if buffer is None:
+                        return
+                    keys: list[K] = []
+                    futures: list[Future[None]] = []
+                    for key, source in iterator:
+                        futures.append(pool.submit(self._fill, source, buffer[len(keys)]))
+                        keys.append(key)
+                        if len(keys) == batch_size:
+                            break
+                    if not keys:
+                        break
+                    if not put(_Batch(keys, futures, buffer)):
+                        return
+                    if len(keys) < batch_size:
+                        break
+                put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                put(exc)
+
+        producer = threading.Thread(target=produce, name="visiondb-embed-producer", daemon=True)
+        producer.start()
+        try:
+            while True:
+                entry = ready.get()
+                if entry is None:
+                    return
+                if isinstance(entry, BaseException):
+                    raise entry
+                good: list[int] = []
+                errors: list[tuple[K, str]] = []
+                for i, (key, future) in enumerate(zip(entry.keys, entry.futures)):
+                    exc = future.exception()
+                    if exc is None:
+                        good.append(i)
+                    else:
+                        errors.append((key, _cause(exc)))
+                if not good:
+                    vectors = np.empty((0, self.dim), dtype=np.float32)
+                elif len(good) == len(entry.keys):
+                    vectors = self.run(entry.buffer[:len(good)])
+                else:
+                    vectors = self.run(entry.buffer[good])
+                free.put(entry.buffer)
+                yield [entry.keys[i] for i in good], vectors, errors
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            producer.join()
+
+
+_EMBEDDERS: dict[tuple[str, str, str, str, str | None], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def get_embedder(
+    model: str = "efficientnet_lite0",
+    layer: str = "pooled",
+    backend: str = "auto",
+    cache_dir: Path | str | None = None,
+    opener: Opener | None = None,
+    architecture: str | None = None,
+    threads: int | None = None,
+) -> Embedder:
+    """Process-wide memoised Embedder: one warm model per (model, layer, backend, cache dir, architecture)."""
+    check_layer(layer)
+    memo_key = (model, layer, backend, str(cache_dir or ""), architecture)
+    with _EMBEDDERS_LOCK:
+        embedder = _EMBEDDERS.get(memo_key)
+        if embedder is None:
+            backbone = load_backbone(model, opener=opener, architecture=architecture)
+            runtime = make_backend(backbone, layer, kind=backend, cache_dir=cache_dir, threads=threads)
+            embedder = Embedder(backbone, layer, runtime)
+            _EMBEDDERS[memo_key] = embedder
+        return embedder

@@ -1,0 +1,147 @@
+"""Inference runtimes behind one interface: PyTorch (CUDA bf16 or CPU) and ONNX Runtime (CPU, cached export)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visiondb.errors import ConfigError, VisionDBError
+from visiondb.models.backbones import Backbone, check_layer
+
+ONNX_OPSET = 17
+VERIFY_ATOL = 1e-4
+BACKEND_KINDS = ("auto", "torch", "onnx")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_cache_dir() -> Path:
+    """Where exported ONNX files live: $VISIONDB_CACHE_DIR/onnx, else ~/.cache/visiondb/onnx."""
+    root = os.environ.get("VISIONDB_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "visiondb") / "onnx"
+
+
+class InferenceBackend(ABC):
+    """Runs one backbone layer: float32 NCHW batch in, float32 [n, dim] out."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Forward a preprocessed float32 NCHW batch; return float32 [n, dim]."""
+
+
+class TorchBackend(InferenceBackend):
+    """PyTorch eager: CUDA with bf16 autocast, pinned memory and non-blocking copies when available, else CPU."""
+
+    def __init__(self, backbone: Backbone, layer: str, device: str | None = None, threads: int | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dim = backbone.layer_dim(layer)
+        self.name = f"torch-{self.device.type}"
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or available_cores())
+        self.module = backbone.layer_module(layer).to(self.device, memory_format=torch.channels_last).eval()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Forward under inference_mode; bf16 autocast on CUDA, float32 on CPU."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = self.module(x)
+                return out.float().cpu().numpy()
+            out = self.module(x.contiguous(memory_format=torch.channels_last))
+            return out.float().numpy()
+
+
+def onnx_path(backbone: Backbone, layer: str, cache_dir: Path) -> Path:
+    """Cache file for (weights, layer, opset): reused across processes when present."""
+    return cache_dir / f"{backbone.name}-{backbone.weights_sha256[:16]}-{layer}-opset{ONNX_OPSET}.onnx"
+
+
+def export_onnx(backbone: Backbone, layer: str, path: Path) -> None:
+    """Export the layer module with a dynamic batch axis, verify it against PyTorch, then atomically publish it."""
+    import onnxruntime as ort
+
+    size = backbone.preprocessing.size
+    module = backbone.layer_module(layer).float().cpu().eval()
+    sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(
+                module, (sample,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["input"], output_names=[layer],
+                dynamic_axes={"input": {0: "batch"}, layer: {0: "batch"}},
+            )
+            expected = module(sample).numpy()
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": sample.numpy()})[0]
+        diff = float(np.max(np.abs(got - expected)))
+        if not np.allclose(got, expected, atol=VERIFY_ATOL, rtol=VERIFY_ATOL):
+            raise VisionDBError(
+                f"ONNX export of {backbone.name}:{layer} disagrees with PyTorch (max abs diff {diff:.2e} > {VERIFY_ATOL})",
+                model=backbone.name, layer=layer,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class OnnxBackend(InferenceBackend):
+    """ONNX Runtime on CPU with explicit thread counts; exports the layer once into `cache_dir` and reuses the file."""
+
+    def __init__(self, backbone: Backbone, layer: str, cache_dir: Path | str | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        check_layer(layer)
+        self.dim = backbone.layer_dim(layer)
+        self.name = "onnx-cpu"
+        self.path = onnx_path(backbone, layer, Path(cache_dir) if cache_dir else default_cache_dir())
+        self.exported = not self.path.exists()
+        if self.exported:
+            export_onnx(backbone, layer, self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Forward one batch through the ONNX session."""
+        return self.session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def make_backend(
+    backbone: Backbone, layer: str, kind: str = "auto", cache_dir: Path | str | None = None, threads: int | None = None
+) -> InferenceBackend:
+    """Pick a runtime: 'auto' = torch on CUDA, ONNX Runtime on CPU; 'torch' or 'onnx' to force one."""
+    check_layer(layer)
+    if kind not in BACKEND_KINDS:
+        raise ConfigError(f"unknown backend {kind!r}; expected one of {', '.join(BACKEND_KINDS)}", field="backend")
+    if kind == "auto":
+        kind = "torch" if torch.cuda.is_available() else "onnx"
+    if kind == "torch":
+        return TorchBackend(backbone, layer, threads=threads)
+    return OnnxBackend(backbone, layer, cache_dir=cache_dir, threads=threads)

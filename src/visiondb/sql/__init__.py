@@ -1,0 +1,1 @@
+"""SQL layer: functions registered into DuckDB, the `transform` procedure and `sql.expression`."""

@@ -1,0 +1,215 @@
+"""`image.embedding`: a pretrained CNN as a SQL function returning the penultimate (or logits) vector.
+
+Vectors are cached in `vdb.embeddings` by (content hash, model key), so the same photo under two URLs,
+or a re-run over stored images, costs no decode and no forward pass.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from ..core.config import Params
+from ..core.entities import Function
+from ..core.registry import FUNCTION_TYPES
+from ..errors import VisionDBError
+from ..storage.images import ImageRef, ref_from_json
+from .udf import create_macro, impl_name, register_arrow_udf, report_row_error
+
+
+class EmbeddingParams(Params):
+    model: str = "efficientnet_lite0"
+    architecture: str | None = None
+    layer: Literal["pooled", "logits"] = "pooled"
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    batchSize: int = 32
+    useCache: bool = True
+
+
+@FUNCTION_TYPES.register("image.embedding")
+class ImageEmbedding(Function):
+    """`name(image_or_uri) -> FLOAT[]`: pooled features (default) or logits of a pretrained backbone."""
+
+    Params = EmbeddingParams
+    params: EmbeddingParams
+
+    def __init__(self, db: Any, id: str, params: EmbeddingParams) -> None:
+        super().__init__(db, id, params)
+        self._embedder: Any = None
+        self._lock = threading.Lock()
+        self.forward_rows = 0  # rows that went through the network (tests count cache hits with it)
+
+    @property
+    def embedder(self) -> Any:
+        with self._lock:
+            if self._embedder is None:
+                from ..models.embedder import get_embedder
+
+                try:
+                    self._embedder = get_embedder(
+                        model=self.params.model,
+                        layer=self.params.layer,
+                        backend=self.params.backend,
+                        cache_dir=self.db.cache_dir / "onnx",
+                        opener=self.db.read_uri,
+                        architecture=self.params.architecture,
+                    )
+                except VisionDBError:
+                    raise
+                except Exception as exc:
+                    raise VisionDBError(
+                        f"function {self.id!r}: cannot load model {self.params.model!r}: {exc}", field="params.model"
+                    ) from None
+            return self._embedder
+
+    def register(self) -> None:
+        register_arrow_udf(self.db, impl_name(self.id), self._udf, ["VARCHAR"], "FLOAT[]")
+        create_macro(self.db, self.id, ["x"], f"{impl_name(self.id)}(to_json(x))")
+
+    def input_names(self) -> list[str]:
+        return ["url"]
+
+    def output_name(self) -> str:
+        return "embedding"
+
+    def status(self) -> dict:
+        return {"model": self.params.model, "layer": self.params.layer, "loaded": self._embedder is not None}
+
+    # the vectorised body --------------------------------------------------------------
+    def _udf(self, refs: pa.Array) -> pa.Array:
+        texts = refs.to_pylist()
+        vectors = self.embed_texts(texts)
+        return pa.array(vectors, pa.list_(pa.float32()))
+
+    def embed_texts(self, texts: list[str | None]) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * len(texts)
+        refs: dict[int, ImageRef] = {}
+        for i, text in enumerate(texts):
+            if text is None:
+                continue
+            try:
+                ref = ref_from_json(text)
+                if ref is not None:
+                    refs[i] = ref
+            except VisionDBError as exc:
+                self._fail(text, exc)
+        self.embed_refs(refs, out)
+        return out
+
+    def embed_refs(self, refs: dict[int, ImageRef], out: list[np.ndarray | None]) -> None:
+        embedder = self.embedder
+        key = embedder.key
+        hashes: dict[int, str] = {i: r.sha256 for i, r in refs.items() if r.sha256}
+        data: dict[int, bytes] = {}
+        # rows known only by URI: read them to learn their hash (the same photo under two URLs is one vector)
+        for i, result in self._read_uris({i: r for i, r in refs.items() if not r.sha256}):
+            if isinstance(result, Exception):
+                self._fail(refs[i].label, result)
+            else:
+                data[i], hashes[i] = result
+        cached = self.lookup(key, set(hashes.values())) if self.params.useCache else {}
+        todo = {i: h for i, h in hashes.items() if h not in cached}
+        for i, h in hashes.items():
+            if h in cached:
+                out[i] = cached[h]
+        if not todo:
+            return
+        stored = self.db.media.get_many([h for i, h in todo.items() if i not in data])
+        unique: dict[str, list[int]] = {}
+        for i, h in todo.items():
+            unique.setdefault(h, []).append(i)
+        items = []
+        for h, rows in unique.items():
+            blob = data.get(rows[0]) or stored.get(h)
+            if blob is None:
+                try:
+                    blob, _ = self.db.read_ref(refs[rows[0]])
+                except VisionDBError as exc:
+                    self._fail(refs[rows[0]].label, exc)
+                    continue
+            items.append((h, blob))
+        new: dict[str, np.ndarray] = {}
+        for keys, vectors, errors in embedder.embed_stream(items, batch_size=self.params.batchSize):
+            for h, vec in zip(keys, vectors):
+                new[h] = np.asarray(vec, dtype=np.float32)
+            for h, cause in errors:
+                self._fail(refs[unique[h][0]].label, VisionDBError(str(cause)))
+        self.forward_rows += len(new)
+        if new and self.params.useCache:
+            self.store(key, new)
+        for h, vec in new.items():
+            for i in unique[h]:
+                out[i] = vec
+
+    def _read_uris(self, refs: dict[int, ImageRef]) -> Iterable[tuple[int, Any]]:
+        from ..storage.media import sha256_hex
+
+        if not refs:
+            return []
+        order = list(refs)
+        uris = [refs[i].uri or "" for i in order]
+        results = []
+        local = [(i, u) for i, u in zip(order, uris) if u.startswith(("mem:", "media:"))]
+        remote = [(i, u) for i, u in zip(order, uris) if not u.startswith(("mem:", "media:"))]
+        for i, u in local:
+            try:
+                blob = self.db.read_uri(u)
+                results.append((i, (blob, sha256_hex(blob))))
+            except VisionDBError as exc:
+                results.append((i, exc))
+        if remote:
+            for pos, result in self.db.fetcher.read_many([u for _, u in remote], progress=False):
+                i = remote[pos][0]
+                results.append((i, result if isinstance(result, Exception) else (result, sha256_hex(result))))
+        return results
+
+    def lookup(self, key: str, hashes: set[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        table = (
+            self.db.cursor()
+            .execute(
+                "SELECT content_hash, vector FROM vdb.embeddings WHERE model_key = ?"
+                " AND content_hash IN (SELECT unnest(?))",
+                [key, list(hashes)],
+            )
+            .to_arrow_table()
+        )
+        if table.num_rows == 0:
+            return {}
+        flat = table.column("vector").combine_chunks()
+        dim = len(flat[0])
+        matrix = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+        return dict(zip(table.column("content_hash").to_pylist(), matrix))
+
+    def store(self, key: str, vectors: dict[str, np.ndarray]) -> None:
+        hashes = list(vectors)
+        matrix = np.stack([vectors[h] for h in hashes]).astype(np.float32)
+        table = pa.table(
+            {
+                "content_hash": hashes,
+                "model_key": [key] * len(hashes),
+                "vector": pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)),
+                    pa.array(matrix.ravel()),
+                ),
+            }
+        )
+        with self.db.catalog.lock:
+            cur = self.db.cursor()
+            cur.register("_vdb_new_vectors", table)
+            try:
+                cur.execute(
+                    "INSERT INTO vdb.embeddings SELECT * FROM _vdb_new_vectors n WHERE NOT EXISTS"
+                    " (SELECT 1 FROM vdb.embeddings e WHERE e.content_hash = n.content_hash"
+                    " AND e.model_key = n.model_key)"
+                )
+            finally:
+                cur.unregister("_vdb_new_vectors")
+
+    def _fail(self, item: str, error: Exception) -> None:
+        if not report_row_error(self.id, item, error):
+            msg = error.message if isinstance(error, VisionDBError) else str(error)
+            raise VisionDBError(f"{self.id}({item}): {msg}")

@@ -1,0 +1,69 @@
+"""`sql.expression`: a SQL expression as a named function (a DuckDB macro), e.g. features → scorer chains."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..core.config import Params
+from ..core.entities import Function
+from ..core.registry import FUNCTION_TYPES
+from ..errors import ConfigError
+from .udf import create_macro
+
+TRAILING_STAR = re.compile(r"\s+AS\s+\*\s*$", re.IGNORECASE)
+
+
+class ExpressionParams(Params):
+    expression: str
+    args: list[str] | None = None
+
+
+@FUNCTION_TYPES.register("sql.expression")
+class SqlExpression(Function):
+    """`name(arg, ...)` expands to the expression; args default to its free identifiers, in order of use."""
+
+    Params = ExpressionParams
+    params: ExpressionParams
+
+    @property
+    def body(self) -> str:
+        return TRAILING_STAR.sub("", self.params.expression.strip())
+
+    def input_names(self) -> list[str]:
+        return self.params.args if self.params.args is not None else free_identifiers(self.db, self.body)
+
+    def register(self) -> None:
+        for name in self.input_names():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ConfigError(f"sql.expression arg {name!r} is not a valid identifier", field="params.args")
+        create_macro(self.db, self.id, self.input_names(), self.body)
+
+    def status(self) -> dict:
+        return {"args": self.input_names(), "expression": self.body}
+
+
+def free_identifiers(db: Any, expression: str) -> list[str]:
+    """Column references of `SELECT <expression>`, found with DuckDB's own parser."""
+    row = db.cursor().execute("SELECT json_serialize_sql(?::VARCHAR)", ["SELECT " + expression]).fetchall()[0]
+    tree = json.loads(row[0])
+    if tree.get("error"):
+        raise ConfigError(
+            f"sql.expression: cannot parse expression: {tree.get('error_message')}", field="params.expression"
+        )
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
+                name = node["column_names"][0]
+                if name not in names:
+                    names.append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree["statements"][0]["node"]["select_list"])
+    return names

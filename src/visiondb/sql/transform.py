@@ -1,0 +1,178 @@
+"""`transform`: run a SELECT and write its rows into a dataset, in resumable chunks.
+
+Row identity is the source dataset's `_rowName` (added to the select list through DuckDB's parser when the
+query is a plain SELECT over one dataset); chunks are read in `_rowName` order and each chunk is inserted
+atomically with an anti-join, so an interrupted run resumes after the last written row with no duplicates.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from ..core.config import Params
+from ..core.entities import Procedure, quote_ident
+from ..core.outputs import OutputDataset
+from ..core.registry import PROCEDURE_TYPES
+from ..core.runs import RunContext
+from ..errors import QueryError
+from .ast import parse_select, with_row_name
+from .udf import collect_errors
+
+ROW_NAME = "_rowName"
+
+
+class TransformParams(Params):
+    inputData: str
+    outputDataset: OutputDataset
+    chunkSize: int = 256
+    resume: bool = True
+
+
+@PROCEDURE_TYPES.register("transform")
+class Transform(Procedure):
+    """MLDB's `transform`: `inputData` (a SELECT) → `outputDataset`, model functions running on whole chunks."""
+
+    Params = TransformParams
+    params: TransformParams
+
+    def run(self, ctx: RunContext) -> dict:
+        db, p = self.db, self.params
+        out = p.outputDataset.id
+        self.db.datasets.check_id(out)
+        cur = db.cursor()
+        shape = parse_select(cur, p.inputData)
+        source = shape.source_table
+        keyed = (
+            source is not None
+            and not shape.grouped
+            and db.table_exists(source)
+            and ROW_NAME in self._columns(source)
+            and (ROW_NAME in shape.output_names or shape.has_star or self._can_add_row_name(shape))
+        )
+        signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
+        marker = self._marker(out)
+        resuming = keyed and p.resume and db.table_exists(out) and marker.get("signature") == signature
+        if resuming and marker.get("complete"):
+            resuming = False  # a finished output is recomputed (model functions answer from their cache)
+        if not resuming:
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+        self._set_marker(out, signature, complete=False)
+        if keyed:
+            assert source is not None
+            written, skipped = self._run_keyed(ctx, source, shape, resuming)
+        else:
+            written, skipped = self._run_whole(ctx), 0
+        self._set_marker(out, signature, complete=True)
+        db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
+        return {
+            "outputDataset": out,
+            "rowsWritten": written,
+            "rowsAlreadyPresent": skipped,
+            "resumed": resuming,
+            "rowCount": db.table_status(out)["rowCount"],
+            "errorCount": ctx.record.get("errorCount", 0),
+        }
+
+    # keyed, chunked, resumable ---------------------------------------------------------
+    def _run_keyed(self, ctx: RunContext, source: str, shape: Any, resuming: bool) -> tuple[int, int]:
+        db, p = self.db, self.params
+        out = p.outputDataset.id
+        cur = db.cursor()
+        query = p.inputData
+        if ROW_NAME not in shape.output_names and not shape.has_star:
+            query = with_row_name(cur, shape)
+        catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
+        qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
+        start_after = None
+        skipped = 0
+        if resuming:
+            start_after = cur.execute(f"SELECT max({ROW_NAME}) FROM {quote_ident(out)}").fetchall()[0][0]
+            skipped = cur.execute(f"SELECT count(*) FROM {quote_ident(out)}").fetchall()[0][0]
+        total = cur.execute(
+            f"SELECT count(*) FROM {qualified} WHERE ? IS NULL OR {ROW_NAME} > ?", [start_after, start_after]
+        ).fetchall()[0][0]
+        written = 0
+        bar = ctx.bar(total, f"transform → {out}")
+        shadow = quote_ident(source)
+        try:
+            while True:
+                cur.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {shadow} AS SELECT * FROM {qualified}"
+                    f" WHERE ? IS NULL OR {ROW_NAME} > ? ORDER BY {ROW_NAME} LIMIT ?",
+                    [start_after, start_after, p.chunkSize],
+                )
+                n, last = cur.execute(f"SELECT count(*), max({ROW_NAME}) FROM temp.main.{shadow}").fetchall()[0]
+                if n == 0:
+                    break
+                written += self._write_chunk(ctx, query, out)
+                start_after = last
+                bar.update(n)
+        finally:
+            cur.execute(f"DROP TABLE IF EXISTS temp.main.{shadow}")
+            bar.close()
+        return written, skipped
+
+    def _write_chunk(self, ctx: RunContext, query: str, out: str) -> int:
+        cur = self.db.cursor()
+        with collect_errors() as sink:
+            try:
+                table = cur.execute(query).to_arrow_table()
+            except duckdb.Error as exc:
+                raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
+        for err in sink.drain():
+            ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
+        if table.num_rows == 0:
+            return 0
+        if not self.db.table_exists(out):
+            self.db.write_arrow(out, table)
+            return table.num_rows
+        view = "_vdb_transform_chunk"
+        cur.register(view, table)
+        try:
+            cur.execute(
+                f"INSERT INTO {quote_ident(out)} BY NAME SELECT * FROM {view} c WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {quote_ident(out)} o WHERE o.{ROW_NAME} = c.{ROW_NAME})"
+            )
+        finally:
+            cur.unregister(view)
+        return table.num_rows
+
+    # anything else: one streamed pass -----------------------------------------------------
+    def _run_whole(self, ctx: RunContext) -> int:
+        cur, out = self.db.cursor(), self.params.outputDataset.id
+        written = 0
+        bar = ctx.bar(None, f"transform → {out}")
+        with collect_errors() as sink:
+            try:
+                reader = cur.execute(self.params.inputData).to_arrow_reader(self.params.chunkSize)
+                for batch in reader:
+                    if batch.num_rows:
+                        written += self.db.write_arrow(out, batch)
+                        bar.update(batch.num_rows)
+            except duckdb.Error as exc:
+                raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
+            finally:
+                bar.close()
+        for err in sink.drain():
+            ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
+        return written
+
+    # helpers -----------------------------------------------------------------------------------
+    def _columns(self, table: str) -> list[str]:
+        return [r[0] for r in self.db.cursor().execute(f"DESCRIBE {quote_ident(table)}").fetchall()]
+
+    def _can_add_row_name(self, shape: Any) -> bool:
+        try:
+            with_row_name(self.db.cursor(), shape)
+            return True
+        except (duckdb.Error, KeyError, TypeError):
+            return False
+
+    def _marker(self, out: str) -> dict:
+        found = self.db.catalog.get_entity("transform_state", out)
+        return found[1] if found else {}
+
+    def _set_marker(self, out: str, signature: str, complete: bool) -> None:
+        self.db.catalog.put_entity("transform_state", out, "transform", {"signature": signature, "complete": complete})

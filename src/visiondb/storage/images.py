@@ -1,0 +1,60 @@
+"""Image values: a reference (URI) plus content hash, format and size, stored as a DuckDB STRUCT column."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import VisionDBError
+
+IMAGE_FIELDS = "uri VARCHAR, sha256 VARCHAR, format VARCHAR, width INTEGER, height INTEGER, bytes BIGINT"
+IMAGE_SQL_TYPE = f"STRUCT({IMAGE_FIELDS})"
+URI_KEYS = ("uri", "url", "path", "image", "file")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What an image argument resolves to: a URI and, when known, the content hash of its bytes."""
+
+    uri: str | None
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.uri or (f"sha256:{self.sha256}" if self.sha256 else "<null>")
+
+
+def make_image_value(uri: str, data: bytes, sha: str) -> dict:
+    """Probe the header (format, size) and build the STRUCT value; raises ImageDecodeError for non-images."""
+    from ..imaging.decode import probe_image
+
+    fmt, width, height = probe_image(data)
+    return {"uri": uri, "sha256": sha, "format": fmt, "width": width, "height": height, "bytes": len(data)}
+
+
+def ref_from_value(value: Any) -> ImageRef | None:
+    """Turn a SQL argument (URI string, image STRUCT, or `{url: ...}` struct literal) into an ImageRef."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ImageRef(uri=value)
+    if isinstance(value, dict):
+        sha = value.get("sha256")
+        for key in URI_KEYS:
+            inner = value.get(key)
+            if isinstance(inner, dict):
+                return ref_from_value(inner)
+            if isinstance(inner, str):
+                return ImageRef(uri=inner, sha256=sha)
+        if sha:
+            return ImageRef(uri=None, sha256=sha)
+        if len(value) == 1:
+            return ref_from_value(next(iter(value.values())))
+    raise VisionDBError(f"cannot use {str(value)[:80]!r} as an image: give a URI string or an image value")
+
+
+def ref_from_json(text: str | None) -> ImageRef | None:
+    """The SQL macros pass arguments through `to_json`, so one UDF accepts strings and structs alike."""
+    if text is None:
+        return None
+    return ref_from_value(json.loads(text))

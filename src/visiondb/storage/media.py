@@ -1,0 +1,114 @@
+"""Content-addressed media store: large blobs as files beside the DB, tiny ones inline in `vdb.blobs`."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from ..errors import NotFoundError
+
+INLINE_MAX_BYTES = 16 * 1024
+TRANSIENT_MAX_ITEMS = 512
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class MediaStore:
+    """Stores bytes once per sha256; `mem:<sha>` holds uploads for serving without persisting them."""
+
+    def __init__(self, db: Any, root: Path | None) -> None:
+        self.db = db
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="visiondb-media-")
+            root = Path(self._tmp.name)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._transient: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def path_for(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:4] / sha
+
+    def put(self, data: bytes, sha: str | None = None) -> str:
+        sha = sha or sha256_hex(data)
+        if len(data) <= INLINE_MAX_BYTES:
+            self.put_inline_many([(sha, data)])
+            return sha
+        path = self.path_for(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        return sha
+
+    def put_inline_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Insert tiny blobs in one statement, skipping hashes already stored."""
+        rows = list({sha: data for sha, data in items}.items())
+        if not rows:
+            return
+        table = pa.table({"sha256": [r[0] for r in rows], "data": pa.array([r[1] for r in rows], pa.binary())})
+        cur = self.db.cursor()
+        cur.register("_vdb_new_blobs", table)
+        try:
+            cur.execute(
+                "INSERT INTO vdb.blobs SELECT sha256, data FROM _vdb_new_blobs"
+                " WHERE sha256 NOT IN (SELECT sha256 FROM vdb.blobs)"
+            )
+        finally:
+            cur.unregister("_vdb_new_blobs")
+
+    def has(self, sha: str) -> bool:
+        if self.path_for(sha).exists() or sha in self._transient:
+            return True
+        return self.db.cursor().execute("SELECT 1 FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall() != []
+
+    def get(self, sha: str) -> bytes:
+        with self._lock:
+            if sha in self._transient:
+                return self._transient[sha]
+        path = self.path_for(sha)
+        if path.exists():
+            return path.read_bytes()
+        row = self.db.cursor().execute("SELECT data FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall()
+        if not row:
+            raise NotFoundError(f"media {sha[:16]}… is not in the media store", sha256=sha)
+        return bytes(row[0][0])
+
+    def get_many(self, shas: list[str]) -> dict[str, bytes]:
+        """Fetch many hashes; inline ones in a single query."""
+        found: dict[str, bytes] = {}
+        missing = []
+        for sha in shas:
+            path = self.path_for(sha)
+            if path.exists():
+                found[sha] = path.read_bytes()
+            elif sha in self._transient:
+                found[sha] = self._transient[sha]
+            else:
+                missing.append(sha)
+        if missing:
+            rows = self.db.cursor().execute(
+                "SELECT sha256, data FROM vdb.blobs WHERE sha256 IN (SELECT unnest(?))", [missing]
+            ).fetchall()
+            found.update({sha: bytes(data) for sha, data in rows})
+        return found
+
+    def put_transient(self, data: bytes) -> str:
+        """Keep an uploaded image in memory (bounded LRU) and return its `mem:<sha>` URI."""
+        sha = sha256_hex(data)
+        with self._lock:
+            self._transient[sha] = data
+            self._transient.move_to_end(sha)
+            while len(self._transient) > TRANSIENT_MAX_ITEMS:
+                self._transient.popitem(last=False)
+        return f"mem:{sha}"

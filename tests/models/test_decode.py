@@ -1,0 +1,125 @@
+"""decode_rgb / probe_image on real photos and generated exotic formats."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visiondb.errors import ImageDecodeError
+from visiondb.imaging import decode as decode_mod
+from visiondb.imaging.decode import decode_rgb, probe_image
+
+
+def _save(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _gradient(w: int = 64, h: int = 48) -> Image.Image:
+    y, x = np.mgrid[0:h, 0:w]
+    arr = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=-1).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def test_probe_real_jpeg(clothing_photos: list[bytes]) -> None:
+    fmt, w, h = probe_image(clothing_photos[0])
+    assert fmt == "JPEG" and w > 0 and h > 0
+    assert decode_rgb(clothing_photos[0]).size == (w, h)
+
+
+def test_reduced_decode_keeps_shorter_side(clothing_photos: list[bytes]) -> None:
+    for data in clothing_photos:
+        _, w, h = probe_image(data)
+        img = decode_rgb(data, min_side=256)
+        assert img.mode == "RGB"
+        assert min(img.size) >= min(256, min(w, h))
+        assert min(img.size) <= min(w, h)
+
+
+def test_exotic_modes_become_rgb(tmp_path: Path) -> None:
+    base = _gradient()
+    rgba = base.convert("RGBA")
+    alpha = np.zeros((48, 64), np.uint8)
+    alpha[:, 32:] = 255
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    grey16 = Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257)
+    cases = {
+        "grey.png": _save(base.convert("L"), "PNG"),
+        "rgba.png": _save(rgba, "PNG"),
+        "grey16.png": _save(grey16, "PNG"),
+        "cmyk.jpg": _save(base.convert("CMYK"), "JPEG", quality=95),
+        "palette.gif": _save(base.convert("P"), "GIF"),
+        "palette_transparent.png": _save(base.convert("P"), "PNG", transparency=0),
+        "grey.jpg": _save(base.convert("L"), "JPEG"),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        img = decode_rgb((tmp_path / name).read_bytes())
+        assert img.mode == "RGB" and img.size == (64, 48), name
+    # transparent half composited on white; 16-bit grey scaled to 8 bits
+    arr = np.asarray(decode_rgb(cases["rgba.png"]))
+    assert (arr[:, :32] == 255).all()
+    assert np.array_equal(arr[:, 32:], np.asarray(base)[:, 32:])
+    g16 = np.asarray(decode_rgb(cases["grey16.png"]))[..., 0]
+    assert np.abs(g16.astype(int) - np.asarray(base.convert("L"), int)).max() <= 1
+    cmyk = np.asarray(decode_rgb(cases["cmyk.jpg"]), int)
+    assert np.abs(cmyk - np.asarray(base, int)).mean() < 12
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_rotation_comes_out_upright(orientation: int) -> None:
+    upright = _gradient(96, 64)
+    # what a camera stores for that orientation: the inverse rotation of the upright picture
+    stored = {3: upright.rotate(180), 6: upright.rotate(90, expand=True), 8: upright.rotate(270, expand=True)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _save(stored, "JPEG", quality=95, exif=exif.tobytes())
+    for min_side in (None, 32):
+        got = decode_rgb(data, min_side=min_side)
+        assert got.size == (96, 64) if min_side is None else got.size[0] > got.size[1]
+        ref = upright.resize(got.size)
+        assert np.abs(np.asarray(got, int) - np.asarray(ref, int)).mean() < 10
+
+
+def test_real_palette_gif(datasets: Path) -> None:
+    data = (datasets / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").read_bytes()
+    assert probe_image(data)[0] == "GIF"
+    assert decode_rgb(data).mode == "RGB"
+
+
+def test_truncated_jpeg_rejected(clothing_photos: list[bytes]) -> None:
+    data = clothing_photos[0]
+    half = data[: len(data) // 2]
+    for min_side in (None, 256):
+        with pytest.raises(ImageDecodeError, match="truncated image data|corrupt image"):
+            decode_rgb(half, min_side=min_side)
+
+
+def test_truncated_png_rejected() -> None:
+    data = _save(_gradient(), "PNG")
+    with pytest.raises(ImageDecodeError, match="truncated image data|corrupt image"):
+        decode_rgb(data[: len(data) // 2])
+
+
+def test_non_images(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "page.jpg"
+    text.write_bytes(b"<!DOCTYPE html><html><body>404 not found</body></html>")
+    with pytest.raises(ImageDecodeError, match=r"empty file \(0 bytes\)"):
+        probe_image(empty.read_bytes())
+    with pytest.raises(ImageDecodeError, match="not an image: looks like text/HTML"):
+        decode_rgb(text.read_bytes())
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        decode_rgb(np.random.default_rng(0).bytes(4096))
+
+
+def test_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _save(_gradient(64, 48), "PNG")
+    monkeypatch.setattr(decode_mod, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageDecodeError, match="image too large: 64x48"):
+        probe_image(data)

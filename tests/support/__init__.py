@@ -1,0 +1,1 @@
+"""Shared test helpers (real local servers, dataset paths) used by several test folders."""
