@@ -56,6 +56,14 @@ class VisionDB:
             self._local.cursor = cur
         return cur
 
+    def aux_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A second per-thread cursor for work done inside a running query (UDFs may not reuse the query's own)."""
+        cur = getattr(self._local, "aux", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.aux = cur
+        return cur
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         return self._con

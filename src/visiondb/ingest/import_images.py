@@ -57,6 +57,14 @@ class ImportImages(Procedure):
             split_column=p.splitColumn,
             limit=p.limit,
         )
+        for r in records:  # CSV columns named label/split fill those roles unless other columns were named
+            for role in ("label", "split"):
+                if role in r.extra:
+                    value = r.extra.pop(role)
+                    if getattr(r, role) is None:
+                        setattr(r, role, None if value is None else str(value))
+            r.extra.pop("image", None)
+            r.extra.pop("_rowName", None)
         rows = [(row_name(p.dataFileUrl, r.uri), r) for r in records]
         extra_cols = sorted({k for _, r in rows for k in r.extra})
         signature = json.dumps({"procedure": self.id, "params": p.model_dump(mode="json")}, sort_keys=True)

@@ -70,8 +70,9 @@ def results_test(y_true: Any, y_pred: Any, labels: list[str], proba: np.ndarray 
         "weightedStatistics": _summary(per_label, np.asarray(support, dtype=np.float64)),
         "macroStatistics": _summary(per_label, None),
     }
-    if proba is not None and n:
-        result["logLoss"] = float(log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=labels_arr))
+    if proba is not None and n and set(y_true.tolist()) <= set(labels_arr.tolist()):
+        clipped = np.clip(proba, 1e-15, 1.0)
+        result["logLoss"] = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels_arr))
     return result
 
 

@@ -145,3 +145,32 @@ def read_package(path: str | Path) -> Package:
         requirements=data["requirements.txt"].decode(),
         hashes=hashes,
     )
+
+
+def package_model(
+    path: str | Path,
+    model: Any,
+    *,
+    name: str,
+    version: int | str,
+    algorithm: str,
+    params: dict[str, Any],
+    labels: list[str],
+    input_spec: dict[str, Any],
+    manifest: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Serialise a fitted model (`persistence.dump_model`) and write it as a `.vdbm` package."""
+    from visiondb.learn.persistence import dump_model
+
+    model_bytes, model_format = dump_model(model)
+    config = {"name": name, "version": version, "algorithm": algorithm, "params": params, "labels": labels, "input": input_spec}
+    return write_package(path, model_bytes=model_bytes, model_format=model_format, config=config, manifest=manifest, metrics=metrics)
+
+
+def load_package_model(path: str | Path) -> tuple[Any, Package]:
+    """Read and verify a `.vdbm` package, then rebuild its model; returns (model, package)."""
+    from visiondb.learn.persistence import load_model
+
+    package = read_package(path)
+    return load_model(package.model_bytes, package.model_format), package

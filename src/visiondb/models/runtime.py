@@ -88,6 +88,7 @@ def export_onnx(backbone: Backbone, layer: str, path: Path) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 module, (sample,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=["input"], output_names=[layer],

@@ -169,7 +169,7 @@ class ImageEmbedding(Function):
         if not hashes:
             return {}
         table = (
-            self.db.cursor()
+            self.db.aux_cursor()
             .execute(
                 "SELECT content_hash, vector FROM vdb.embeddings WHERE model_key = ?"
                 " AND content_hash IN (SELECT unnest(?))",
@@ -198,7 +198,7 @@ class ImageEmbedding(Function):
             }
         )
         with self.db.catalog.lock:
-            cur = self.db.cursor()
+            cur = self.db.aux_cursor()
             cur.register("_vdb_new_vectors", table)
             try:
                 cur.execute(

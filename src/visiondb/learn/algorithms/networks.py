@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from visiondb.errors import TrainingError
@@ -18,7 +18,7 @@ from visiondb.learn.algorithms.torch_base import EarlyStopping, NetworkParams, T
 class MLPParams(NetworkParams):
     """Params of `mlp` (feature vectors)."""
 
-    hiddenSizes: list[int] = Field(default_factory=lambda: [256])
+    hiddenSizes: list[PositiveInt] = Field(default_factory=lambda: [256])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(50, ge=1)
     batchSize: int = Field(64, ge=1)
@@ -29,7 +29,7 @@ class MLPParams(NetworkParams):
 class ImageNetworkParams(NetworkParams):
     """Params shared by networks that decode images themselves."""
 
-    imageSize: tuple[int, int] = (28, 28)
+    imageSize: tuple[PositiveInt, PositiveInt] = (28, 28)
     grayscale: bool = True
     augment: AugmentParams = Field(default_factory=AugmentParams)
 
@@ -37,14 +37,14 @@ class ImageNetworkParams(NetworkParams):
 class PixelMLPParams(ImageNetworkParams):
     """Params of `mlp_pixels` (Keras tutorial: Flatten -> Dense(128, relu) -> Dense(classes))."""
 
-    hiddenSizes: list[int] = Field(default_factory=lambda: [128])
+    hiddenSizes: list[PositiveInt] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class CNNParams(ImageNetworkParams):
     """Params of `cnn`: conv blocks (conv-BN-ReLU x convsPerBlock, max-pool), then dense + dropout."""
 
-    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=1)
     kernelSize: int = Field(3, ge=1)
     convsPerBlock: int = Field(1, ge=1)
     dense: int = Field(128, ge=1)

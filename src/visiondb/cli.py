@@ -1,0 +1,230 @@
+"""The `visiondb` command line: SQL, entities, runs, function application, models, the server and the demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+KINDS = {"dataset": "datasets", "function": "functions", "procedure": "procedures"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .models.allocator import ensure_tuned_malloc
+
+    ensure_tuned_malloc(sys.argv if argv is None else None)
+    args = build_parser().parse_args(argv)
+    from .errors import VisionDBError
+
+    try:
+        return int(args.handler(args) or 0)
+    except VisionDBError as exc:
+        detail = {k: v for k, v in exc.details.items() if k != "run"}
+        print(f"error: {exc.message}" + (f"  {json.dumps(detail, default=str)}" if detail else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visiondb", description="A machine-learning database for images.")
+    parser.add_argument("--db", default=None, help="database file (default: in-memory; the demo uses its own)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sql", help="run a SQL statement and print the result")
+    p.add_argument("query")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(handler=cmd_sql)
+
+    p = sub.add_parser("put", help="create or replace an entity from a config file or inline JSON")
+    p.add_argument("kind", choices=sorted(KINDS))
+    p.add_argument("id")
+    p.add_argument("config", help="CONFIG.json path or inline JSON {\"type\": ..., \"params\": {...}}")
+    p.set_defaults(handler=cmd_put)
+
+    p = sub.add_parser("get", help="show an entity")
+    p.add_argument("kind", choices=sorted(KINDS))
+    p.add_argument("id")
+    p.set_defaults(handler=cmd_get)
+
+    p = sub.add_parser("list", help="list entity ids")
+    p.add_argument("kind", choices=sorted(KINDS), nargs="?")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("delete", help="delete an entity")
+    p.add_argument("kind", choices=sorted(KINDS))
+    p.add_argument("id")
+    p.set_defaults(handler=cmd_delete)
+
+    p = sub.add_parser("run", help="run a procedure again and print its run record")
+    p.add_argument("id")
+    p.add_argument("--params", default=None, help="JSON object overriding the procedure's params for this run")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("apply", help="apply a function to a JSON input object")
+    p.add_argument("function")
+    p.add_argument("input", help="JSON object, e.g. '{\"url\": \"photo.jpg\"}'")
+    p.set_defaults(handler=cmd_apply)
+
+    p = sub.add_parser("model", help="model registry: list, export, import, retrain")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    m = msub.add_parser("list")
+    m.set_defaults(handler=cmd_model_list)
+    m = msub.add_parser("export")
+    m.add_argument("name", help="NAME[:VERSION], e.g. cls_scorer_0")
+    m.add_argument("path")
+    m.set_defaults(handler=cmd_model_export)
+    m = msub.add_parser("import")
+    m.add_argument("path")
+    m.set_defaults(handler=cmd_model_import)
+    m = msub.add_parser("retrain")
+    m.add_argument("name")
+    m.set_defaults(handler=cmd_model_retrain)
+
+    p = sub.add_parser("serve", help="serve the MLDB-compatible REST API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=None, help="bearer token required for writes (or env VISIONDB_TOKEN)")
+    p.add_argument("--allow-root", action="append", default=[], help="folder REST imports may read (repeatable)")
+    p.add_argument("--allow-fetch", action="append", default=[], help="IP or CIDR a fetch may reach though private")
+    p.add_argument("--protect-reads", action="store_true", help="require the token for reads too")
+    p.add_argument("--warm", action="append", default=[], help="function to load at start-up (repeatable)")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("demo", help="the MLDB car-brand workflow on the CC0 clothing photos")
+    p.add_argument("--data", default=None, help="clothing dataset folder (default: $VISIONDB_DEMO_DATA or ../shared)")
+    p.add_argument("--serve", choices=["auto", "yes", "no"], default="auto",
+                   help="serve the demo DB at the end (auto: until Ctrl-C on a terminal, else a self-check only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def open_db(args: argparse.Namespace) -> Any:
+    import visiondb
+
+    return visiondb.connect(args.db)
+
+
+def load_json(text: str, what: str) -> Any:
+    from .errors import ConfigError
+
+    path = Path(text)
+    if not text.lstrip().startswith(("{", "[")) and path.exists():
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} is not valid JSON: {exc}", field=what) from None
+
+
+def emit(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    result = open_db(args).sql(args.query)
+    if not result.columns:
+        return 0
+    df = result.df()
+    if args.format == "json":
+        print(df.to_json(orient="records", default_handler=str))
+    elif args.format == "csv":
+        print(df.to_csv(index=False), end="")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 160,
+                               "display.max_colwidth", 60):
+            print(df.to_string(index=False))
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    db = open_db(args)
+    emit(getattr(db, KINDS[args.kind]).put(args.id, load_json(args.config, "config")))
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    emit(getattr(open_db(args), KINDS[args.kind]).get(args.id))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    db = open_db(args)
+    kinds = [args.kind] if args.kind else sorted(KINDS)
+    emit({KINDS[k]: getattr(db, KINDS[k]).list() for k in kinds})
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    getattr(open_db(args), KINDS[args.kind]).delete(args.id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = load_json(args.params, "params") if args.params else None
+    emit(open_db(args).procedures.run(args.id, params))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    emit({"output": open_db(args).functions.apply(args.function, load_json(args.input, "input"))})
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from .learn.model_store import list_models
+
+    emit(list_models(open_db(args)))
+    return 0
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from .learn.packages import export_model
+
+    print(export_model(open_db(args), args.name, args.path))
+    return 0
+
+
+def cmd_model_import(args: argparse.Namespace) -> int:
+    from .learn.packages import import_package
+
+    name, version = import_package(open_db(args), args.path)
+    print(f"imported {name}:{version}; SQL function {name}(...) is ready")
+    return 0
+
+
+def cmd_model_retrain(args: argparse.Namespace) -> int:
+    from .learn.packages import retrain_model
+
+    emit(retrain_model(open_db(args), args.name))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .serve.server import serve
+
+    if not args.db:
+        print("error: serve needs --db FILE", file=sys.stderr)
+        return 2
+    serve(
+        args.db, args.host, args.port, token=args.token or os.environ.get("VISIONDB_TOKEN"),
+        allow_roots=args.allow_root, allow_fetch=args.allow_fetch, protect_reads=args.protect_reads,
+        warm=args.warm,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(db_path=args.db or "visiondb-demo.duckdb", data=args.data, serve=args.serve, port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

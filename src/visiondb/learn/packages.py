@@ -1,0 +1,109 @@
+"""Export, import and retrain registry models as `.vdbm` packages (data manifest, code, environment, metrics)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import VisionDBError
+from .model_store import load_model_entry, parse_model_ref, save_model
+
+if TYPE_CHECKING:
+    from ..engine import VisionDB
+
+
+def export_model(db: "VisionDB", ref: str, path: str | Path) -> Path:
+    """Write `NAME[:VERSION]` as one `.vdbm` file."""
+    from .package import write_package
+
+    name, version = parse_model_ref(ref)
+    entry = load_model_entry(db, name, version)
+    config = {**entry.config, "name": entry.name, "version": entry.version, "algorithm": entry.algorithm}
+    return write_package(
+        path, model_bytes=entry.model_bytes, model_format=entry.model_format, config=config,
+        manifest=entry.manifest, metrics=entry.metrics,
+    )
+
+
+def import_package(db: "VisionDB", path: str | Path, *, register_function: bool = True) -> tuple[str, int]:
+    """Verify a package's hashes, store it in the registry under its name and version, and register its scorer."""
+    from .package import read_package
+
+    local = Path(path)
+    if not local.exists():
+        data = db.read_uri(str(path))
+        local = db.cache_dir / "packages" / Path(str(path)).name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+    package = read_package(local)
+    config = dict(package.config)
+    name, version = config.pop("name"), int(config.pop("version"))
+    algorithm = config.pop("algorithm")
+    config.pop("modelFormat", None)
+    config.pop("packageVersion", None)
+    config["algorithm"] = algorithm
+    save_model(
+        db, name, algorithm=algorithm, config=config, manifest=package.manifest, metrics=package.metrics,
+        model_bytes=package.model_bytes, model_format=package.model_format, version=version,
+    )
+    if register_function:
+        db.functions.put(name, {"type": "classifier", "params": {"modelName": name, "version": version}})
+    return name, version
+
+
+def retrain_model(db: "VisionDB", ref: str) -> dict[str, Any]:
+    """Re-create a model from its manifest (same rows, checked by hash; same algorithm, params and seed) and compare."""
+    from .algorithms.registry import make_estimator
+    from .metrics import results_test
+    from .procedures import TrainingData, run_query
+
+    name, version = parse_model_ref(ref)
+    entry = load_model_entry(db, name, version)
+    procedure = entry.config.get("procedure") or {}
+    params = procedure.get("params") or {}
+    if "inputData" not in params:
+        raise VisionDBError(f"model {name!r} has no recorded training query; it cannot be retrained", model=name)
+    table = run_query(db, params["inputData"], "inputData")
+    if params.get("testingDataOverride"):
+        import pyarrow as pa
+
+        test = run_query(db, params["testingDataOverride"], "testingDataOverride")
+        table = pa.concat_tables([table, test.select(table.column_names).cast(table.schema)])
+    data = TrainingData(db, table, entry.algorithm, entry.config.get("params", {}), entry.config.get("mode", "categorical"))
+    position = {r: i for i, r in enumerate(data.rows)}
+    rows = entry.manifest.get("rows", [])
+    missing = [r["rowId"] for r in rows if r["rowId"] not in position]
+    if missing:
+        raise VisionDBError(f"retrain {name}: {len(missing)} training rows are gone, e.g. {missing[0]!r}", model=name)
+    changed = [r["rowId"] for r in rows if data.hashes[position[r["rowId"]]] != r["sha256"]]
+    if changed:
+        raise VisionDBError(f"retrain {name}: {len(changed)} training rows changed content, e.g. {changed[0]!r}", model=name)
+    train_idx = np.asarray([position[r["rowId"]] for r in rows])
+    model = make_estimator(
+        entry.algorithm, entry.config.get("params", {}), seed=params.get("randomSeed", 0),
+        class_weight=params.get("classWeight"),
+    )
+    model.fit(data.take(train_idx), data.y[train_idx])
+    report: dict[str, Any] = {"model": f"{entry.name}:{entry.version}", "trainRows": len(train_idx)}
+    test_ids = [r for r in entry.manifest.get("testRows", []) if r in position]
+    if test_ids:
+        test_idx = np.asarray([position[r] for r in test_ids])
+        labels = entry.config.get("labels") or sorted(set(data.y[train_idx]))
+        proba = model.predict_proba(data.take(test_idx))
+        pred = np.asarray([str(c) for c in model.classes_], dtype=object)[proba.argmax(axis=1)]
+        retrained = results_test(data.y[test_idx], pred, labels, proba)
+        from .persistence import load_model
+
+        original = load_model(entry.model_bytes, entry.model_format)
+        original_proba = original.predict_proba(data.take(test_idx))
+        report.update(
+            {
+                "originalAccuracy": entry.metrics.get("accuracy"),
+                "retrainedAccuracy": retrained["accuracy"],
+                "accuracyDelta": retrained["accuracy"] - (entry.metrics.get("accuracy") or 0.0),
+                "maxProbabilityDifference": float(np.abs(original_proba - proba).max()),
+                "testRows": len(test_idx),
+            }
+        )
+    return report

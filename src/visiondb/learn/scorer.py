@@ -1,0 +1,144 @@
+"""`classifier` functions: a stored model as a SQL function returning STRUCT(label, scores MAP)."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..core.config import Params
+from ..core.entities import Function
+from ..core.registry import FUNCTION_TYPES
+from ..errors import ConfigError, VisionDBError
+from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error
+from .inputs import list_column_matrix
+from .model_store import ModelEntry, load_model_entry
+
+SCORE_TYPE = "STRUCT(label VARCHAR, scores MAP(VARCHAR, DOUBLE))"
+
+
+class ClassifierParams(Params):
+    modelName: str | None = None  # an entry of the model registry (`<experiment>_scorer_<fold>`)
+    version: int | None = None
+    modelFileUrl: str | None = None  # or a `.vdbm` package file
+
+
+@FUNCTION_TYPES.register("classifier")
+class ClassifierFunction(Function):
+    """Scores features (or images, or several feature arrays for stacking) with a trained model."""
+
+    Params = ClassifierParams
+    params: ClassifierParams
+
+    def __init__(self, db: Any, id: str, params: ClassifierParams) -> None:
+        super().__init__(db, id, params)
+        if not params.modelName and not params.modelFileUrl:
+            raise ConfigError("classifier needs params.modelName or params.modelFileUrl", field="params.modelName")
+        self._entry: ModelEntry | None = None
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    # model loading --------------------------------------------------------------------------
+    @property
+    def entry(self) -> ModelEntry:
+        if self._entry is None:
+            if self.params.modelFileUrl:
+                from .packages import import_package
+
+                name, version = import_package(self.db, self.params.modelFileUrl, register_function=False)
+                self._entry = load_model_entry(self.db, name, version)
+            else:
+                assert self.params.modelName
+                self._entry = load_model_entry(self.db, self.params.modelName, self.params.version)
+        return self._entry
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from .persistence import load_model
+
+                self._model = load_model(self.entry.model_bytes, self.entry.model_format)
+            return self._model
+
+    @property
+    def input_kind(self) -> str:
+        return self.entry.config.get("inputKind", "features")
+
+    def input_names(self) -> list[str]:
+        return list(self.entry.config.get("inputs", ["features"]))
+
+    def status(self) -> dict:
+        return {k: v for k, v in self.entry.describe().items() if k != "metrics"}
+
+    # SQL --------------------------------------------------------------------------------------------
+    def register(self) -> None:
+        names = self.input_names()
+        if self.input_kind == "images":
+            register_arrow_udf(self.db, impl_name(self.id), self._udf, ["VARCHAR"], SCORE_TYPE)
+            create_macro(self.db, self.id, ["x"], f"{impl_name(self.id)}(to_json(x))")
+            return
+        args = [f"f{i}" for i in range(len(names))]
+        register_arrow_udf(self.db, impl_name(self.id), self._udf, ["FLOAT[]"] * len(args), SCORE_TYPE)
+        body = ", ".join(f"CAST({a} AS FLOAT[])" for a in args)
+        create_macro(self.db, self.id, args, f"{impl_name(self.id)}({body})")
+
+    def _udf(self, *columns: pa.Array) -> pa.Array:
+        n = len(columns[0])
+        valid = np.ones(n, dtype=bool)
+        for col in columns:
+            valid &= ~np.asarray(col.is_null().to_pylist() if n else [], dtype=bool)
+        proba = np.zeros((n, len(self.labels)))
+        if valid.any():
+            proba[valid] = self.predict_proba([col.filter(pa.array(valid)) for col in columns])
+        return score_array(proba, self.labels, valid)
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(c) for c in self.model.classes_]
+
+    def predict_proba(self, columns: list[pa.Array]) -> np.ndarray:
+        """Probabilities for whole columns at once (one batched model call)."""
+        if self.input_kind == "images":
+            from ..storage.images import ref_from_json
+
+            refs = [ref_from_json(t) for t in columns[0].to_pylist()]
+            X = np.empty(len(refs), dtype=object)
+            for i, ref in enumerate(refs):
+                try:
+                    assert ref is not None
+                    X[i] = self.db.read_ref(ref)[0]
+                except VisionDBError as exc:
+                    if not report_row_error(self.id, ref.label if ref else "<null>", exc):
+                        raise
+                    X[i] = None
+            good = np.array([x is not None for x in X])
+            out = np.zeros((len(X), len(self.labels)))
+            if good.any():
+                out[good] = self.model.predict_proba(X[good])
+            return out
+        mats = [list_column_matrix(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col) for col in columns]
+        expected = self.entry.config.get("featureDims")
+        for i, m in enumerate(mats):
+            if expected and m.shape[1] != expected[i]:
+                raise VisionDBError(
+                    f"{self.id}: input {i} has {m.shape[1]} features but the model was trained on {expected[i]}"
+                )
+        return self.model.predict_proba(mats if self.input_kind == "feature_list" else mats[0])
+
+    def apply(self, input: dict) -> dict:
+        from ..sql.udf import apply_via_sql
+
+        return apply_via_sql(self, input)
+
+
+def score_array(proba: np.ndarray, labels: list[str], valid: np.ndarray) -> pa.Array:
+    """STRUCT(label, scores MAP) rows from a probability matrix; invalid rows are NULL."""
+    n, k = proba.shape
+    top = np.asarray(labels, dtype=object)[proba.argmax(axis=1)] if k else np.array([None] * n)
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    scores = pa.MapArray.from_arrays(offsets, pa.array(labels * n, pa.string()), pa.array(proba.ravel(), pa.float64()))
+    return pa.StructArray.from_arrays(
+        [pa.array(top.tolist(), pa.string()), scores], names=["label", "scores"], mask=pa.array(~valid)
+    )

@@ -1,0 +1,58 @@
+"""Make query results and run records JSON-safe: arrays → lists, bytes → base64, times → ISO, NaN → null."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+from starlette.responses import JSONResponse
+
+
+def jsonable(value: Any, _path: frozenset = frozenset()) -> Any:
+    """Recursively convert a Python/NumPy/Arrow-derived value into plain JSON types (cycles become null:
+    a failed run's record holds the error details, which hold the run record)."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (dict, list, tuple, set)):
+        if id(value) in _path:
+            return None
+        inner = _path | {id(value)}
+        if isinstance(value, dict):
+            return {str(k): jsonable(v, inner) for k, v in value.items()}
+        return [jsonable(v, inner) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return jsonable(float(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    return str(value)
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSONResponse that first converts its content with `jsonable` (never fails on NaN or bytes)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(jsonable(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def respond(content: Any, status_code: int = 200) -> SafeJSONResponse:
+    """Shorthand for a JSON-safe response."""
+    return SafeJSONResponse(content, status_code=status_code)

@@ -1,0 +1,84 @@
+"""JSON error bodies `{"error", "httpCode", "details"}` for every failure, so bad input never yields a 500."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import AuthError, VisionDBError
+from .encode import SafeJSONResponse
+
+log = logging.getLogger("visiondb.serve")
+
+
+class ForbiddenError(AuthError):
+    """A bearer token was given but is not the server's token."""
+
+    http_code = 403
+
+
+class PayloadTooLargeError(VisionDBError):
+    """The request body or an uploaded file is over the server's size limit."""
+
+    http_code = 413
+
+
+def error_response(message: str, code: int, details: dict | None = None) -> SafeJSONResponse:
+    """The one error body shape used by every route."""
+    return SafeJSONResponse({"error": message, "httpCode": code, "details": details or {}}, status_code=code)
+
+
+def visiondb_error_code(exc: VisionDBError) -> int:
+    """The HTTP status for a core error; a failed procedure run answers 400 like MLDB, whatever broke inside."""
+    code = int(getattr(exc, "http_code", 400) or 400)
+    if "run" in exc.details and code >= 500:
+        return 400
+    return code
+
+
+async def on_visiondb_error(request: Request, exc: Exception) -> SafeJSONResponse:
+    assert isinstance(exc, VisionDBError)
+    return error_response(exc.message, visiondb_error_code(exc), exc.details)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> SafeJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        ctx = first.get("ctx") or {}
+        return error_response(f"request body is not valid JSON: {ctx.get('error', first.get('msg'))}", 400,
+                              {"field": "body"})
+    problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors]
+    return error_response(f"{field}: {first.get('msg')}", 400, {"field": field, "problems": problems})
+
+
+async def on_http_error(request: Request, exc: Exception) -> SafeJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    return error_response(message, exc.status_code, {"path": request.url.path})
+
+
+async def on_unexpected(request: Request, exc: Exception) -> SafeJSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(f"internal error: {type(exc).__name__}: {exc}", 500, {"path": request.url.path})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into the JSON error body."""
+    handlers: dict[Any, Any] = {
+        VisionDBError: on_visiondb_error,
+        RequestValidationError: on_validation_error,
+        StarletteHTTPException: on_http_error,
+        Exception: on_unexpected,
+    }
+    for cls, handler in handlers.items():
+        app.add_exception_handler(cls, handler)

@@ -1,0 +1,50 @@
+"""`GET /v1/query?q=<SQL>&format=table|json|aos|soa`: SQL through `db.sql`, read-only unless authorised."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from .encode import respond
+from .models import ERROR_RESPONSES, QueryResponse
+from .security import check_no_file_access, has_token, is_read_only, require_token
+
+router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
+
+Format = Literal["table", "json", "aos", "soa"]
+
+
+@router.get("/query", response_model=QueryResponse, summary="Run SQL and return rows as table/json/aos/soa")
+async def query(request: Request, q: str = Query(..., description="the SQL statement"),
+                format: Format = Query("json")) -> Response:
+    return respond(await run_in_threadpool(run_query, request, q, format))
+
+
+def run_query(request: Request, sql: str, format: str) -> Any:
+    """Check access for `sql`, run it and shape the rows."""
+    db, settings = request.app.state.db, request.app.state.settings
+    if not is_read_only(db, sql):
+        require_token(request, settings, "a SQL statement that is not a single read-only SELECT")
+    elif settings.protect_reads:
+        require_token(request, settings, "GET /v1/query")
+    if not settings.token or not has_token(request, settings):
+        check_no_file_access(db, sql)
+    table = db.sql(sql).arrow()
+    names = list(table.column_names)
+    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    return shape_rows(names, columns, format)
+
+
+def shape_rows(names: list[str], columns: list[list[Any]], format: str) -> Any:
+    """Arrange column lists in the MLDB output formats."""
+    if "_rowName" in names and names[0] != "_rowName":
+        i = names.index("_rowName")
+        names = [names[i]] + names[:i] + names[i + 1:]
+        columns = [columns[i]] + columns[:i] + columns[i + 1:]
+    if format == "soa":
+        return dict(zip(names, columns))
+    rows = list(zip(*columns)) if columns else []
+    if format == "table":
+        return [names] + [list(r) for r in rows]
+    return [dict(zip(names, r)) for r in rows]
