@@ -85,6 +85,28 @@ def _orientation(img: Image.Image) -> int:
     return value if value in _ORIENTATION_FIX else 1
 
 
+def _jpeg_has_exif(data: bytes) -> bool:
+    """True when an APP1 'Exif' segment precedes the scan (walks the marker segments; no Pillow EXIF parse needed)."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return True  # not a clean marker stream: let Pillow decide
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA or marker == 0xD9:  # start of scan / end of image: no more metadata
+            return False
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length field
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            return True
+        pos += 2 + length
+    return False
+
+
 def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> Image.Image | None:
     """Decode a YCbCr/greyscale JPEG with libjpeg-turbo scaling; None when simplejpeg cannot handle it."""
     if img.mode not in ("RGB", "L"):
@@ -100,6 +122,8 @@ def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> Im
             return None
         raise ImageDecodeError(f"corrupt image: {text}") from exc
     out = Image.fromarray(arr, "RGB")
+    if not _jpeg_has_exif(data):
+        return out
     fix = _ORIENTATION_FIX.get(_orientation(img))
     return out.transpose(fix) if fix is not None else out
 

