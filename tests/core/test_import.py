@@ -91,3 +91,28 @@ def test_reimport_does_not_duplicate(db, bees_csv):
     db.procedures.put("imp", cfg)
     db.procedures.run("imp")
     assert db.sql("SELECT count(*), count(DISTINCT _rowName) FROM bees").fetchone() == (6, 6)
+
+
+def test_import_images_from_csv_of_http_urls(db, tmp_path, bees_csv):
+    """A CSV of http URLs served by a real local HTTP server (as MLDB's car-brand notebook)."""
+    rows = list(csv.DictReader(bees_csv.open()))[:6]
+    root = dataset("hymenoptera").resolve()
+    with TestHTTPServer(root) as srv:
+        listing = tmp_path / "urls.csv"
+        with listing.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["brand", "url"])
+            for r in rows:
+                rel = str(__import__("pathlib").Path(r["uri"]).resolve().relative_to(root))
+                writer.writerow([r["label"], srv.url(rel)])
+        db.procedures.put("imp", {"type": "import.images", "params": {
+            "dataFileUrl": str(listing), "outputDataset": "web", "uriColumn": "url",
+            "labelColumn": "brand"}})
+        db.procedures.put("txt", {"type": "import.text", "params": {"dataFileUrl": str(listing), "outputDataset": "web_csv"}})
+        db.functions.put("effnet", {"type": "image.embedding", "params": {}})
+        db.procedures.put("feat", {"type": "transform", "params": {
+            "inputData": "SELECT brand, effnet(url) AS features FROM web_csv", "outputDataset": "web_features"}})
+        hits = sum(srv.hits.values())
+    assert db.sql("SELECT count(*) FROM web WHERE image.uri LIKE 'http://127.0.0.1:%'").fetchone()[0] == 6
+    assert db.sql("SELECT count(*) FROM web_features WHERE len(features) = 1280").fetchone()[0] == 6
+    assert hits >= 12  # the import and the transform both fetched over HTTP

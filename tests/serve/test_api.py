@@ -9,7 +9,7 @@ import requests
 
 from tests.serve.conftest import TOKEN
 from tests.serve.live import LiveServer
-from tests.support.httpserver import TestHTTPServer, make_jpeg
+from tests.support.httpserver import TestHTTPServer
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

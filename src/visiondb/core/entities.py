@@ -299,7 +299,7 @@ class ProcedureCollection(Collection):
         except VisionDBError as exc:
             failure = exc
             record["state"] = "error"
-            record["status"] = {"error": exc.message, "details": exc.details}
+            record["status"] = {"error": exc.message, "details": dict(exc.details)}
         except Exception as exc:  # keep the run record truthful, whatever broke
             failure = VisionDBError(f"procedure {ctx.procedure_id!r} failed: {type(exc).__name__}: {exc}")
             failure.http_code = 500

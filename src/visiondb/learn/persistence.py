@@ -36,8 +36,6 @@ def _torch_dump(model: Any) -> bytes:
 
 def _torch_load(data: bytes) -> Any:
     """Rebuild the architecture from the metadata config (no pretrained download) and load the weights."""
-    from safetensors import safe_open  # noqa: F401  (ensures the backend is importable)
-
     from visiondb.learn.algorithms.networks import NETWORK_CLASSES
 
     header_len = int.from_bytes(data[:8], "little")

@@ -19,12 +19,25 @@ from ..storage.images import ImageRef, ref_from_json
 from .udf import create_macro, impl_name, register_arrow_udf, report_row_error
 
 
+def balanced_batch_size(n: int, batch_size: int, workers: int) -> int:
+    """Largest batch <= `batch_size` cutting `n` rows into a multiple of `workers` near-equal batches.
+
+    The pipeline runs `workers` batches at once; a lone short last batch would leave the other workers idle
+    at the end of every UDF call (one call per transform chunk).
+    """
+    if n <= 0:
+        return max(1, batch_size)
+    workers = max(1, workers)
+    rounds = -(-n // (workers * batch_size))
+    return max(1, -(-n // (workers * rounds)))
+
+
 class EmbeddingParams(Params):
     model: str = "efficientnet_lite0"
     architecture: str | None = None
     layer: Literal["pooled", "logits"] = "pooled"
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    batchSize: int = 32
+    batchSize: int = 32  # upper bound; each UDF call balances its misses across the inference workers
     useCache: bool = True
 
 
@@ -131,7 +144,8 @@ class ImageEmbedding(Function):
                     continue
             items.append((h, blob))
         new: dict[str, np.ndarray] = {}
-        for keys, vectors, errors in embedder.embed_stream(items, batch_size=self.params.batchSize):
+        batch = balanced_batch_size(len(items), self.params.batchSize, embedder.backend.concurrency)
+        for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
             for h, vec in zip(keys, vectors):
                 new[h] = np.asarray(vec, dtype=np.float32)
             for h, cause in errors:

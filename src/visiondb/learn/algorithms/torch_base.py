@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from visiondb.errors import TrainingError
-from visiondb.learn.algorithms.augment import AugmentParams, augment_batch
+from visiondb.learn.algorithms.augment import AugmentParams
 from visiondb.learn.algorithms.registry import Params, validate_params
 
 
