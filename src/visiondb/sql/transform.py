@@ -141,12 +141,13 @@ class Transform(Procedure):
 
     # anything else: one streamed pass -----------------------------------------------------
     def _run_whole(self, ctx: RunContext) -> int:
-        cur, out = self.db.cursor(), self.params.outputDataset.id
+        out = self.params.outputDataset.id
+        reader_cursor = self.db.connection.cursor()  # the stream stays open while chunks are written elsewhere
         written = 0
         bar = ctx.bar(None, f"transform → {out}")
         with collect_errors() as sink:
             try:
-                reader = cur.execute(self.params.inputData).to_arrow_reader(self.params.chunkSize)
+                reader = reader_cursor.execute(self.params.inputData).to_arrow_reader(self.params.chunkSize)
                 for batch in reader:
                     if batch.num_rows:
                         written += self.db.write_arrow(out, batch)
@@ -155,6 +156,7 @@ class Transform(Procedure):
                 raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
             finally:
                 bar.close()
+                reader_cursor.close()
         for err in sink.drain():
             ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
         return written

@@ -1,6 +1,7 @@
 """Registering Python functions into DuckDB: a vectorised Arrow UDF behind a SQL macro per entity."""
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ def register_arrow_udf(
 ) -> None:
     """Register `fn` (Arrow arrays in, Arrow array out) as a vectorised DuckDB function, replacing any old one."""
     con = db.connection
+    fn = with_arity(fn, len(arg_types))
     try:
         con.remove_function(name)
     except duckdb.Error:
@@ -41,6 +43,17 @@ def register_arrow_udf(
         exception_handling=duckdb.PythonExceptionHandling.DEFAULT,
         side_effects=False,
     )
+
+
+def with_arity(fn: Callable[..., pa.Array], n: int) -> Callable[..., pa.Array]:
+    """DuckDB checks a UDF's Python signature against its declared arguments; give `*args` bodies an exact one."""
+    params = [inspect.Parameter(f"a{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(n)]
+
+    def wrapper(*args: pa.Array) -> pa.Array:
+        return fn(*args)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper
 
 
 def create_macro(db: "VisionDB", name: str, args: Sequence[str], body: str) -> None:

@@ -33,6 +33,7 @@ class MediaStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._transient: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._inline_lock = threading.Lock()  # concurrent inserts of one hash would collide on the primary key
 
     def path_for(self, sha: str) -> Path:
         return self.root / sha[:2] / sha[2:4] / sha
@@ -58,14 +59,15 @@ class MediaStore:
             return
         table = pa.table({"sha256": [r[0] for r in rows], "data": pa.array([r[1] for r in rows], pa.binary())})
         cur = self.db.aux_cursor()
-        cur.register("_vdb_new_blobs", table)
-        try:
-            cur.execute(
-                "INSERT INTO vdb.blobs SELECT sha256, data FROM _vdb_new_blobs"
-                " WHERE sha256 NOT IN (SELECT sha256 FROM vdb.blobs)"
-            )
-        finally:
-            cur.unregister("_vdb_new_blobs")
+        with self._inline_lock:
+            cur.register("_vdb_new_blobs", table)
+            try:
+                cur.execute(
+                    "INSERT INTO vdb.blobs SELECT n.sha256, n.data FROM _vdb_new_blobs n"
+                    " ANTI JOIN vdb.blobs b ON b.sha256 = n.sha256"
+                )
+            finally:
+                cur.unregister("_vdb_new_blobs")
 
     def has(self, sha: str) -> bool:
         if self.path_for(sha).exists() or sha in self._transient:
