@@ -18,6 +18,12 @@ def datasets_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """Fixture form of `datasets_root()`."""
+    return datasets_root()
+
+
+@pytest.fixture(scope="session")
 def fmnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Full Fashion-MNIST arrays (read once)."""
     return fashion_mnist_arrays()

@@ -75,17 +75,15 @@ def test_balanced_class_weight_lifts_minority_recall(fm_features) -> None:
     assert (weighted.predict_proba(X[shirts])[:, 0]).mean() > (plain.predict_proba(X[shirts])[:, 0]).mean()
 
 
-def test_decoding_errors_name_the_row_and_palette_gif_decodes(hymenoptera) -> None:
+def test_decoding_errors_name_the_row_and_palette_gif_decodes(hymenoptera, datasets_dir) -> None:
     import pytest
 
     from visiondb.errors import ImageDecodeError
-    from tests.learn.conftest import datasets_root
-
     data, labels = hymenoptera
     bad = np.array([data[0], data[1], b"not an image at all"], dtype=object)
     with pytest.raises(ImageDecodeError, match="row 2: cannot decode image"):
         decode_images(bad, grayscale=False, size=(32, 32))
-    gif = (datasets_root() / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").read_bytes()
+    gif = (datasets_dir / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").read_bytes()
     arr = decode_images(np.array([gif], dtype=object), grayscale=False, size=(48, 48), resize="crop")
     assert arr.shape == (1, 3, 48, 48) and arr.dtype == np.uint8
     model = make_estimator("mlp_pixels", {"epochs": 1}, seed=0, class_weight=None).fit(data[8:16], labels[8:16])

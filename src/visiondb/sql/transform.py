@@ -26,7 +26,7 @@ ROW_NAME = "_rowName"
 class TransformParams(Params):
     inputData: str
     outputDataset: OutputDataset
-    chunkSize: int = 256
+    chunkSize: int = 512
     resume: bool = True
 
 

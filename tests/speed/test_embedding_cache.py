@@ -1,0 +1,56 @@
+"""The embedding cache: a re-run does no forward pass, one photo under two paths is computed once."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import visiondb
+from visiondb.models.embedder import get_embedder
+from visiondb.sql.embedding import balanced_batch_size
+
+from .conftest import write_uri_csv
+
+
+def test_rerun_hits_cache_and_duplicates_computed_once(tmp_path: Path, photos: list[Path], cache_dir: Path) -> None:
+    twin = tmp_path / "copies" / "same-photo-other-name.jpg"
+    twin.parent.mkdir()
+    shutil.copyfile(photos[0], twin)
+    uris = [str(p) for p in photos] + [str(twin)]
+    db = visiondb.connect(tmp_path / "cache.duckdb", cache_dir=cache_dir)
+    try:
+        db.procedures.put("imp", {"type": "import.images", "params": {
+            "dataFileUrl": str(write_uri_csv(tmp_path / "photos.csv", uris)), "outputDataset": "photos"}})
+        db.functions.put("emb", {"type": "image.embedding", "params": {"model": "efficientnet_lite0", "batchSize": 4}})
+        fn = db.functions.instance("emb")
+        config = {"type": "transform", "params": {
+            "inputData": "SELECT image.uri AS uri, emb(image) AS v FROM photos", "outputDataset": "vecs",
+            "chunkSize": 8}}
+        first = db.procedures.put("feat", config)["status"]["firstRun"]["status"]
+        assert first["rowCount"] == len(uris) and first["errorCount"] == 0
+        assert fn.forward_rows == len(photos)  # the twin's bytes hash to photos[0]: one forward pass for both
+        db.procedures.run("feat")
+        assert fn.forward_rows == len(photos)  # identical re-run: every vector from vdb.embeddings
+        rows = dict(db.sql("SELECT uri, v FROM vecs").fetchall())
+        np.testing.assert_array_equal(rows[str(twin)], rows[str(photos[0])])
+        # the same photo by plain URI string (not an imported image value) is also a cache hit
+        by_uri = db.sql("SELECT emb(?)", [str(twin)]).fetchall()[0][0]
+        assert fn.forward_rows == len(photos)
+        np.testing.assert_array_equal(by_uri, rows[str(photos[0])])
+        # vectors from the parallel pipeline equal the embedder's direct, unpipelined path
+        embedder = get_embedder("efficientnet_lite0", cache_dir=cache_dir / "onnx", opener=db.read_uri)
+        direct = embedder.embed_bytes([p.read_bytes() for p in photos])
+        got = np.stack([rows[str(p)] for p in photos])
+        np.testing.assert_allclose(got, direct, atol=1e-5)
+        cached = db.sql("SELECT count(*) FROM vdb.embeddings WHERE model_key = ?", [embedder.key]).fetchone()[0]
+        assert cached == len(photos)
+    finally:
+        db.close()
+
+
+def test_balanced_batches() -> None:
+    assert balanced_batch_size(256, 32, 2) == 32  # 8 full batches, 4 per worker
+    assert balanced_batch_size(100, 32, 2) == 25  # 4 x 25 instead of 32, 32, 32, 4
+    assert balanced_batch_size(5, 32, 2) == 3 and balanced_batch_size(1, 32, 2) == 1
+    assert balanced_batch_size(0, 32, 2) == 32 and balanced_batch_size(40, 32, 1) == 20
