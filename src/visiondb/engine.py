@@ -186,7 +186,7 @@ class Result:
         self._table = cur.to_arrow_table() if cur.description else pa.table({})
 
     def fetchall(self) -> list[tuple]:
-        cols = [self._table.column(i).to_pylist() for i in range(self._table.num_columns)]
+        cols = [self._table.column(i).to_pylist(maps_as_pydicts="strict") for i in range(self._table.num_columns)]
         return list(zip(*cols)) if cols else []
 
     def fetchone(self) -> tuple | None:

@@ -117,7 +117,7 @@ class MicroBatcher:
         table = cur.to_arrow_table()
         self.statements += 1
         self.largest = max(self.largest, n)
-        return table.column(1).to_pylist()
+        return table.column(1).to_pylist(maps_as_pydicts="strict")
 
 
 def _as_error(exc: Exception, function_id: str, value: str) -> VisionDBError:

@@ -77,15 +77,16 @@ def apply_via_sql(function: "Function", input: Mapping[str, Any]) -> dict:
     """Bind the named inputs as parameters of `id(?, ...)`; a STRUCT result becomes the output object."""
     names = function.input_names()
     values = [input_value(function.id, input, n, i, len(names)) for i, n in enumerate(names)]
+    # raw image bytes (an upload) are held in memory and passed by their `mem:` URI
+    values = [function.db.media.put_transient(bytes(v)) if isinstance(v, (bytes, bytearray)) else v for v in values]
     placeholders = ", ".join("?" for _ in names)
     try:
         cur = function.db.cursor()
         cur.execute(f"SELECT {function.id}({placeholders}) AS output", values)
-        rows = cur.fetchall()
-        row = rows[0] if rows else None
+        column = cur.to_arrow_table().column(0).to_pylist(maps_as_pydicts="strict")
     except duckdb.Error as exc:
         raise QueryError(f"function {function.id!r} failed: {exc}", function=function.id) from None
-    return output_object(row[0] if row else None, function.output_name())
+    return output_object(column[0] if column else None, function.output_name())
 
 
 def input_value(function_id: str, input: Mapping[str, Any], name: str, position: int, count: int) -> Any:
