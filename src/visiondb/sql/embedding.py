@@ -37,7 +37,7 @@ class EmbeddingParams(Params):
     architecture: str | None = None
     layer: Literal["pooled", "logits"] = "pooled"
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    batchSize: int = 32  # upper bound; each UDF call balances its misses across the inference workers
+    batchSize: int = 16  # upper bound; each UDF call balances its misses across the inference workers
     useCache: bool = True
 
 
