@@ -115,31 +115,28 @@ def fashion_cnn(b: Bench) -> dict:
     return result(fold, s, 0.91)
 
 
-@bench("clothing_lite0_lr")
-def clothing_lite0(b: Bench) -> dict:
-    table = b.features("clothing", "efficientnet_lite0")
-    fold, s = b.experiment("cl_lite0", {
+def clothing_probe(b: Bench, model: str, target: float, **extra: Any) -> dict:
+    """Frozen features of one backbone + standardised logistic regression, train split → test split."""
+    table = b.features("clothing", model)
+    fold, s = b.experiment(f"cl_{model.replace('efficientnet_', '')}", {
         "inputData": f"SELECT features, label, split FROM {table}", "configuration": {"C": 0.1},
         "datasetFolds": split_folds("train", "test")})
-    return result(fold, s, 0.89)
+    return result(fold, s, target, **extra)
+
+
+@bench("clothing_lite0_lr")
+def clothing_lite0(b: Bench) -> dict:
+    return clothing_probe(b, "efficientnet_lite0", 0.89)
 
 
 @bench("clothing_lite1_lr")
 def clothing_lite1(b: Bench) -> dict:
-    table = b.features("clothing", "efficientnet_lite1")
-    fold, s = b.experiment("cl_lite1", {
-        "inputData": f"SELECT features, label, split FROM {table}", "configuration": {"C": 0.1},
-        "datasetFolds": split_folds("train", "test")})
-    return result(fold, s, 0.0, note="single backbone, for the stacking comparison")
+    return clothing_probe(b, "efficientnet_lite1", 0.0, note="single backbone, for the stacking comparison")
 
 
 @bench("clothing_lite2_lr")
 def clothing_lite2(b: Bench) -> dict:
-    table = b.features("clothing", "efficientnet_lite2")
-    fold, s = b.experiment("cl_lite2", {
-        "inputData": f"SELECT features, label, split FROM {table}", "configuration": {"C": 0.1},
-        "datasetFolds": split_folds("train", "test")})
-    return result(fold, s, 0.0, note="single backbone, for the stacking comparison")
+    return clothing_probe(b, "efficientnet_lite2", 0.0, note="single backbone, for the stacking comparison")
 
 
 @bench("clothing_stacking")

@@ -5,7 +5,6 @@ import csv
 import gzip
 import shutil
 
-import pytest
 
 from tests.support.httpserver import TestHTTPServer
 from tests.support.paths import dataset

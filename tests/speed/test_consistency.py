@@ -1,7 +1,6 @@
 """One decode path, any runtime: ONNX and PyTorch agree in SQL, and EXIF-rotated photos come out upright."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np

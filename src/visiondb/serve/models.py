@@ -84,3 +84,26 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413)
 }
+
+
+def parse_body(raw: bytes, model: type[BaseModel], what: str, example: str) -> BaseModel:
+    """Validate a JSON request body into `model`; an empty body is the model's defaults. Errors name the field."""
+    import json
+
+    from pydantic import ValidationError
+
+    from ..core.config import validation_error
+    from ..errors import ConfigError
+
+    if not raw.strip():
+        return model()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"request body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} body must be an object like {example}", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, what, prefix="body.") from None

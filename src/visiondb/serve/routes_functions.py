@@ -13,18 +13,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..core.config import validation_error
 from ..errors import ConfigError, ImageDecodeError
 from ..ingest.formats import looks_like_image
 from ..sql.udf import input_value
 from .batching import shape_output
 from .encode import respond
 from .errors import PayloadTooLargeError
-from .models import ERROR_RESPONSES, ApplicationRequest, ApplicationResponse
+from .models import ERROR_RESPONSES, ApplicationRequest, ApplicationResponse, parse_body
 from .security import require_token
 
 router = APIRouter(prefix="/v1", tags=["functions"], responses=ERROR_RESPONSES)
@@ -80,19 +78,8 @@ async def apply_post(request: Request, id: str) -> Response:
 
 
 async def _json_input(request: Request) -> dict:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", field="body") from None
-    if not isinstance(data, dict):
-        raise ConfigError('application body must be an object like {"input": {...}}', field="body")
-    try:
-        return ApplicationRequest.model_validate(data).input
-    except ValidationError as exc:
-        raise validation_error(exc, "application request", prefix="body.") from None
+    body = parse_body(await request.body(), ApplicationRequest, "application request", '{"input": {...}}')
+    return body.input  # type: ignore[attr-defined]
 
 
 async def _form_inputs(request: Request) -> dict:

@@ -1,16 +1,13 @@
 """Procedure runs: start (sync like MLDB, or `async=true` in a background thread), list, and poll."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ..core.config import validation_error
-from ..errors import ConfigError
 from .encode import respond
-from .models import ERROR_RESPONSES, RunRecord, RunRequest
+from .models import ERROR_RESPONSES, RunRecord, RunRequest, parse_body
 from .security import require_read, require_write
 
 log = logging.getLogger("visiondb.serve")
@@ -18,21 +15,7 @@ router = APIRouter(prefix="/v1", tags=["procedures"], responses=ERROR_RESPONSES)
 
 
 async def _run_request(request: Request) -> RunRequest:
-    raw = await request.body()
-    if not raw.strip():
-        return RunRequest()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", field="body") from None
-    if not isinstance(data, dict):
-        raise ConfigError("run request body must be an object like {\"params\": {...}}", field="body")
-    from pydantic import ValidationError
-
-    try:
-        return RunRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, "run request", prefix="body.") from None
+    return parse_body(await request.body(), RunRequest, "run request", '{"params": {...}}')  # type: ignore[return-value]
 
 
 @router.post(
