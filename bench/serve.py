@@ -86,7 +86,7 @@ def start_server(db_path: Path, function: str, max_wait_ms: float, max_batch: in
     port = free_port()
     env = dict(os.environ, VISIONDB_PROGRESS="0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "visiondb.serve.server", str(db_path), "--port", str(port), "--warm", function,
+        [sys.executable, "-m", "visiondb.cli", "--db", str(db_path), "serve", "--port", str(port), "--warm", function,
          "--max-wait-ms", str(max_wait_ms), "--max-batch", str(max_batch)],
         env=env, cwd=ROOT,
     )

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -97,22 +94,9 @@ def import_query(url: str, prefix: str = "") -> str:
     )
 
 
-def pixels(db: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(img_id, 14×14 mean-pooled pixel features in [0, 1], label index) for the imported rows matching `where`."""
-    from PIL import Image
-
-    rows = db.sql(f"SELECT img_id, image.sha256, img_label FROM fashion WHERE {where} ORDER BY img_id").fetchall()
-    blobs = db.media.get_many([r[1] for r in rows])
-    stack = np.stack([np.asarray(Image.open(io.BytesIO(blobs[r[1]]))) for r in rows]).astype(np.float32) / 255.0
-    pooled = stack.reshape(len(rows), 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(rows), -1)
-    return np.array([r[0] for r in rows]), pooled, np.array([r[2] for r in rows])
-
-
-def run(url: str = DEFAULT_URL, *, prefix: str = "", train_rows: int = 10_000, db_path: str | None = None,
-        tf_images: pa.Table | None = None, drop: bool = False, max_iter: int = 300) -> dict:
+def run(url: str = DEFAULT_URL, *, prefix: str = "", train_rows: int = 60_000, db_path: str | None = None,
+        tf_images: pa.Table | None = None, drop: bool = False, epochs: int = 10) -> dict:
     """The whole tutorial flow; returns counts, timings and per-class accuracy computed on the remote database."""
-    from visiondb.learn import make_estimator
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if tf_images is None:
@@ -128,29 +112,31 @@ def run(url: str = DEFAULT_URL, *, prefix: str = "", train_rows: int = 10_000, d
         }})["status"]["firstRun"]["status"]
         timings["import_sql_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        _, x_train, y_train = pixels(db, f"split = 'train' AND img_id < {train_rows}")
-        test_ids, x_test, y_test = pixels(db, "split = 'test'")
-        model = make_estimator("logistic_regression", {"maxIter": max_iter})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a short max_iter may stop before lbfgs converges; that is fine here
-            model.fit(x_train, y_train)
-        proba = model.predict_proba(x_test)
-        classes = np.asarray(model.classes_)
-        predicted = classes[proba.argmax(axis=1)]
-        timings["train_predict_s"] = time.perf_counter() - t0
-        db.write_arrow("prediction_results", pa.table({
-            "img_id": pa.array(test_ids, pa.int32()), "predicted_label": pa.array(predicted, pa.int32()),
-            "probability": pa.array(proba.max(axis=1), pa.float64()), "true_label": pa.array(y_test, pa.int32()),
-        }))
+        # the tutorial's model: Flatten → Dense(128, ReLU) → Dense(10, softmax) on the raw pixels
+        experiment = db.procedures.put("train_fashion", {"type": "classifier.experiment", "params": {
+            "experimentName": "fashion_mlp", "algorithm": "mlp_pixels", "configuration": {"epochs": epochs},
+            "inputData": "SELECT image AS features, CAST(img_label AS VARCHAR) AS label FROM fashion"
+                         f" WHERE split = 'train' AND img_id < {int(train_rows)}",
+            "testingDataOverride": "SELECT image AS features, CAST(img_label AS VARCHAR) AS label FROM fashion"
+                                   " WHERE split = 'test'",
+        }})["status"]["firstRun"]["status"]
+        timings["train_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        db.procedures.put("predict_fashion", {"type": "classifier.predict", "params": {
+            "inputData": "SELECT _rowName, img_id, image FROM fashion WHERE split = 'test'",
+            "functionName": "fashion_mlp_scorer_0", "inputs": ["image"], "outputDataset": "predictions"}})
+        timings["predict_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         export = {"type": "export.sql", "params": {
-            "connection": url, "inputData": "SELECT * FROM prediction_results", "outputTable": t["prediction_results"],
-            "key": "img_id",
+            "connection": url, "outputTable": t["prediction_results"], "key": "img_id",
+            "inputData": "SELECT CAST(img_id AS INTEGER) AS img_id, CAST(predicted AS INTEGER) AS predicted_label,"
+                         " probability FROM predictions",
         }}
         exported = db.procedures.put("export_predictions", export)["status"]["firstRun"]["status"]
         timings["export_sql_s"] = time.perf_counter() - t0
         report = {"imported": imported["rowCount"], "importErrors": imported["errorCount"],
-                  "exported": exported["rowsWritten"], "localAccuracy": float((predicted == y_test).mean()),
+                  "exported": exported["rowsWritten"],
+                  "testAccuracy": experiment["folds"][0]["resultsTest"]["accuracy"],
                   "perClassAccuracy": per_class_accuracy(url, prefix), "timings": timings}
     finally:
         db.close()
@@ -191,12 +177,13 @@ def main() -> None:
     parser.add_argument("--connection", default=DEFAULT_URL, help="SQLAlchemy URL (password may come from "
                         "VISIONDB_SQL_PASSWORD)")
     parser.add_argument("--prefix", default="", help="prefix for the remote table names")
-    parser.add_argument("--train-rows", type=int, default=10_000, help="training images used (of 60,000)")
+    parser.add_argument("--train-rows", type=int, default=60_000, help="training images used (of 60,000)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (the tutorial uses 10)")
     parser.add_argument("--db", default=None, help="visiondb file (default: in memory)")
     parser.add_argument("--drop", action="store_true", help="drop the remote tables at the end")
     args = parser.parse_args()
     print(json.dumps(run(args.connection, prefix=args.prefix, train_rows=args.train_rows, db_path=args.db,
-                         drop=args.drop), indent=2))
+                         drop=args.drop, epochs=args.epochs), indent=2))
 
 
 if __name__ == "__main__":

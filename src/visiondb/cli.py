@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-fetch", action="append", default=[], help="IP or CIDR a fetch may reach though private")
     p.add_argument("--protect-reads", action="store_true", help="require the token for reads too")
     p.add_argument("--warm", action="append", default=[], help="function to load at start-up (repeatable)")
+    p.add_argument("--max-batch", type=int, default=32, help="most requests one micro-batch holds")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="the MLDB car-brand workflow on the CC0 clothing photos")
@@ -215,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(
         args.db, args.host, args.port, token=args.token or os.environ.get("VISIONDB_TOKEN"),
         allow_roots=args.allow_root, allow_fetch=args.allow_fetch, protect_reads=args.protect_reads,
-        warm=args.warm,
+        warm=args.warm, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
     )
     return 0
 
