@@ -98,6 +98,14 @@ def serve_demo(db_path: str, example_uri: str, port: int, forever: bool) -> None
 
     import httpx
 
+    import socket
+
+    with socket.socket() as probe:  # another server on the port: take a free one instead
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            probe2 = socket.socket()
+            probe2.bind(("127.0.0.1", 0))
+            port = probe2.getsockname()[1]
+            probe2.close()
     root = str(Path(example_uri).resolve().parents[2])
     cmd = [sys.executable, "-m", "visiondb.cli", "--db", db_path, "serve", "--port", str(port),
            "--allow-root", root, "--allow-fetch", "127.0.0.1", "--warm", "clothing_predictor"]
@@ -105,8 +113,11 @@ def serve_demo(db_path: str, example_uri: str, port: int, forever: bool) -> None
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
+            if proc.poll() is not None:
+                say(f"the server exited with code {proc.returncode}")
+                return
             try:
-                httpx.get(f"{url}/v1/functions", timeout=1.0)
+                httpx.get(f"{url}/v1/ping", timeout=1.0)
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)

@@ -109,6 +109,13 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         """Augmentation options (image networks only)."""
         return getattr(self.config, "augment", None)
 
+    @property
+    def show_progress(self) -> bool:
+        """Bars unless turned off here or for the whole process (VISIONDB_PROGRESS=0)."""
+        from ...core.runs import progress_enabled
+
+        return self.progress_bar and progress_enabled()
+
     def fit(self, X: Any, y: Any) -> "TorchClassifier":
         """Train on X, y; keeps `history` (one dict per epoch) and restores the best weights under early stopping."""
         cfg = self.config
@@ -165,7 +172,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             total_loss, correct, seen = 0.0, 0, 0
             bar = tqdm(
                 range(steps), desc=f"{self.algorithm} epoch {epoch}/{cfg.epochs}", leave=False,
-                disable=not self.progress_bar, mininterval=1.0,
+                disable=not self.show_progress, mininterval=1.0,
             )
             for step in bar:
                 idx = order[step * batch:(step + 1) * batch]
@@ -196,7 +203,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                 logs["val_loss"] = float(nn.functional.cross_entropy(logits, yv, weight=cpu_weight))
                 logs["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
             bar.close()
-            if self.progress_bar:
+            if self.show_progress:
                 shown = {k: round(v, 4) for k, v in logs.items() if k != "epoch" and isinstance(v, float)}
                 tqdm.write(f"{self.algorithm} epoch {epoch}/{cfg.epochs} {shown}", file=sys.stderr)
             history.append(logs)
