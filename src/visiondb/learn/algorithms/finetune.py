@@ -25,6 +25,8 @@ class FinetuneParams(ImageNetworkParams):
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(5, ge=1)
     batchSize: int = Field(32, ge=1)
+    headEpochs: int = Field(20, ge=0, description="linear-probe epochs on frozen features before fine-tuning")
+    backboneLearningRate: float | None = Field(None, gt=0, description="default: learningRate / 10")
 
 
 class LiteFeatures(nn.Module):
@@ -126,34 +128,54 @@ class FinetuneClassifier(ImageClassifier):
             frozen.eval()
 
     def fit(self, X: Any, y: Any) -> "FinetuneClassifier":
+        """Linear probe first (the head trained on features computed once), then fine-tune the unfrozen blocks.
+
+        Warm-starting the head keeps a random head's large early gradients from wrecking pretrained features
+        (LP-FT); with `freeze: all` and no augmentation the probe is the whole training.
+        """
+        from visiondb.errors import TrainingError
+        from visiondb.learn.algorithms.torch_base import pick_device
+
         cfg = self.config
-        if cfg.freeze != "all" or cfg.augment.active():
-            return super().fit(X, y)
-        # Frozen backbone, no augmentation: compute pooled features once and train only the head on them.
         torch.manual_seed(self.seed)
         y = np.asarray(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            from visiondb.errors import TrainingError
-
             raise TrainingError(f"finetune: need at least two classes, got {self.classes_.tolist()}")
         inputs = self._prepare(X)
         self.arch_ = self._architecture(inputs, len(self.classes_))
         self.module_ = self._build(self.arch_)
-        backbone, head = self.module_[0], self.module_[1]
-        from visiondb.learn.algorithms.torch_base import pick_device
-
-        device = pick_device(cfg.device)
-        backbone.to(device)
-        feats = self._logits(backbone, inputs, device, chunk=64)
-        backbone.to("cpu")
-        self._to_input = lambda batch, train: batch.float()  # type: ignore[method-assign]  (inputs are features)
-        try:
-            self.history = self._train(head, feats, y_idx, cfg)
-        finally:
-            del self._to_input  # back to the class's image pipeline
+        probe_only = cfg.freeze == "all" and not cfg.augment.active()
+        history: list[dict[str, Any]] = []
+        if probe_only or cfg.headEpochs:
+            backbone, head = self.module_[0], self.module_[1]
+            device = pick_device(cfg.device)
+            backbone.to(device)
+            feats = self._logits(backbone, inputs, device, chunk=64)
+            backbone.to("cpu")
+            head_cfg = cfg if probe_only else cfg.model_copy(
+                update={"epochs": cfg.headEpochs, "schedule": "cosine", "earlyStopping": None})
+            self._to_input = lambda batch, train: batch.float()  # type: ignore[method-assign]  (inputs are features)
+            try:
+                history = [{**h, "phase": "head"} for h in self._train(head, feats, y_idx, head_cfg)]
+            finally:
+                del self._to_input  # back to the class's image pipeline
+        if not probe_only:
+            history += self._train(self.module_, inputs, y_idx, cfg)
+        self.history = history
         self.module_.eval()
         return self
+
+    def _param_groups(self, module: nn.Module, cfg: Any) -> list[dict[str, Any]]:
+        """Pretrained blocks learn at `backboneLearningRate` (default a tenth of the head's rate)."""
+        if not isinstance(module, nn.Sequential) or len(module) != 2:
+            return super()._param_groups(module, cfg)
+        backbone_lr = cfg.backboneLearningRate or cfg.learningRate / 10
+        groups = [
+            {"params": [p for p in module[0].parameters() if p.requires_grad], "lr": backbone_lr},
+            {"params": [p for p in module[1].parameters() if p.requires_grad], "lr": cfg.learningRate},
+        ]
+        return [g for g in groups if g["params"]]
 
     def _logits(self, module: nn.Module, inputs: torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
         return super()._logits(module, inputs, device, chunk=min(chunk, 64))

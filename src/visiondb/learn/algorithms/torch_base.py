@@ -130,6 +130,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.history = self._train(self.module_, inputs, y_idx, cfg)
         return self
 
+    def _param_groups(self, module: nn.Module, cfg: Any) -> list[dict[str, Any]]:
+        """Optimizer parameter groups (one learning rate for every trainable parameter by default)."""
+        return [{"params": [p for p in module.parameters() if p.requires_grad], "lr": cfg.learningRate}]
+
     def _train(self, module: nn.Module, inputs: torch.Tensor, y_idx: np.ndarray, cfg: Any) -> list[dict[str, Any]]:
         """The epoch loop; returns the history."""
         device = pick_device(cfg.device)
@@ -150,14 +154,14 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             w[present] = compute_class_weight("balanced", classes=present, y=y_idx[train_rows])
             weight = torch.as_tensor(w, device=device)
         criterion = nn.CrossEntropyLoss(weight=weight)
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=cfg.learningRate, weight_decay=cfg.weightDecay)
+        groups = self._param_groups(module, cfg)
+        optimizer = torch.optim.Adam(groups, lr=cfg.learningRate, weight_decay=cfg.weightDecay)
         batch = cfg.batchSize
         steps = math.ceil(len(train_rows) / batch)
         scheduler: Any = None
         if cfg.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=cfg.learningRate, epochs=cfg.epochs, steps_per_epoch=steps
+                optimizer, max_lr=[g["lr"] for g in groups], epochs=cfg.epochs, steps_per_epoch=steps
             )
         elif cfg.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps)
