@@ -159,9 +159,9 @@ def clothing_finetune(b: Bench) -> dict:
     b.photos("clothing")
     fold, s = b.experiment("cl_ft", {
         "algorithm": "finetune",
-        "configuration": {"model": "efficientnet_lite0", "freeze": 8, "epochs": 1 if b.quick else 3,
-                          "headEpochs": 20, "learningRate": 1e-3, "backboneLearningRate": 1e-4,
-                          "schedule": "cosine", "augment": {"flip": True, "randomResizedCrop": 0.6}},
+        "configuration": {"model": "efficientnet_lite0", "freeze": 10, "epochs": 1 if b.quick else 4,
+                          "headEpochs": 30, "learningRate": 1e-3, "backboneLearningRate": 3e-4,
+                          "schedule": "cosine", "augment": {"flip": True, "randomResizedCrop": 0.8}},
         "inputData": "SELECT image AS features, label, split FROM clothing",
         "datasetFolds": split_folds("train", "test")})
     return result(fold, s, 0.0, note="must beat clothing_lite0_lr")
