@@ -21,6 +21,7 @@ from visiondb.models.runtime import InferenceBackend, available_cores, make_back
 K = TypeVar("K")
 Source = bytes | Callable[[], bytes]
 _POLL_S = 0.1
+SMALL_INPUT = 2  # rows up to which embed_stream runs inline (serving latency)
 
 
 def _cause(exc: BaseException) -> str:
@@ -91,6 +92,20 @@ class Embedder:
         """Vectors for encoded images (raises on the first undecodable one)."""
         return self.embed_images([self.decode(b) for b in blobs], batch_size=batch_size)
 
+    def _embed_small(self, items: list[tuple[K, Source]] | tuple) -> tuple[list[K], np.ndarray, list[tuple[K, str]]]:
+        """The pipeline's result for a handful of rows, computed on the calling thread."""
+        buffer = np.empty((len(items),) + self.preprocessing.shape, dtype=np.float32)
+        keys: list[K] = []
+        errors: list[tuple[K, str]] = []
+        for key, source in items:
+            try:
+                self._fill(source, buffer[len(keys)])
+                keys.append(key)
+            except Exception as exc:  # noqa: BLE001 - a bad row is reported, never fatal
+                errors.append((key, _cause(exc)))
+        vectors = self.run(buffer[: len(keys)]) if keys else np.empty((0, self.dim), dtype=np.float32)
+        return keys, vectors, errors
+
     def _fill(self, source: Source, out: np.ndarray) -> None:
         """Worker task: fetch (if lazy), decode and preprocess one row into its buffer slot."""
         data = source() if callable(source) else source
@@ -110,6 +125,9 @@ class Embedder:
         of the next batches overlaps inference. Buffers rotate (workers + 3), so memory is bounded whatever
         the input size. All heavy work (libjpeg-turbo, Pillow resampling, numpy, ONNX Runtime) releases the GIL.
         """
+        if isinstance(items, (list, tuple)) and 0 < len(items) <= SMALL_INPUT:
+            yield self._embed_small(items)  # one request: starting pipeline threads would cost more than it saves
+            return
         threads = decode_threads or available_cores()
         workers = max(1, self.backend.concurrency)
         free: queue.Queue[np.ndarray] = queue.Queue()

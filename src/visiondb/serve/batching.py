@@ -70,9 +70,19 @@ class MicroBatcher:
             if first is _STOP:
                 return
             items = [first]
-            deadline = first.arrived + self.max_wait
             stop = False
-            while len(items) < self.max_batch:
+            while len(items) < self.max_batch:  # take what queued up while the last batch ran
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            # a lone request on an idle server runs at once; under concurrency wait briefly for the batch to fill
+            deadline = first.arrived + (self.max_wait if len(items) > 1 else 0.0)
+            while len(items) < self.max_batch and not stop:
                 remaining = deadline - time.monotonic()
                 try:
                     nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()

@@ -26,12 +26,16 @@ class SqlExpression(Function):
     Params = ExpressionParams
     params: ExpressionParams
 
+    _args: list[str] | None = None
+
     @property
     def body(self) -> str:
         return TRAILING_STAR.sub("", self.params.expression.strip())
 
     def input_names(self) -> list[str]:
-        return self.params.args if self.params.args is not None else free_identifiers(self.db, self.body)
+        if self._args is None:
+            self._args = self.params.args if self.params.args is not None else free_identifiers(self.db, self.body)
+        return self._args
 
     def register(self) -> None:
         for name in self.input_names():
