@@ -45,7 +45,6 @@ def test_export_import_gives_identical_scores(trained, tmp_path):
     with visiondb.connect(tmp_path / "fresh.duckdb") as fresh:
         name, version = import_package(fresh, package)
         assert (name, version) == ("bees_scorer_0", 2)
-        fresh.sql("CREATE TABLE v AS SELECT unnest(?::FLOAT[][]) AS features, range AS i FROM range(1)", [[v[0] for v in vectors]])
         again = fresh.sql("SELECT bees_scorer_0(features) FROM (SELECT unnest(?::FLOAT[][]) AS features)",
                           [[v[0] for v in vectors]]).fetchall()
     for (a,), (b,) in zip(scores, again):
@@ -101,3 +100,15 @@ def test_stacking_scorer_takes_each_backbone(trained):
     with pytest.raises(visiondb.QueryError):
         db.sql("SELECT stack_scorer_0(f0) FROM feats")
     assert np.isclose(sum(dict(out["scores"]).values()), 1.0)
+
+
+def test_classifier_function_from_a_package_file(trained, tmp_path):
+    db, _ = trained
+    package = export_model(db, "bees_scorer_0", tmp_path / "pkg.vdbm")
+    vectors = [v[0] for v in db.sql("SELECT features FROM feats ORDER BY _rowName LIMIT 5").fetchall()]
+    expected = db.sql("SELECT bees_scorer_0(features).label FROM feats ORDER BY _rowName LIMIT 5").fetchall()
+    with visiondb.connect(tmp_path / "by_file.duckdb") as other:
+        other.functions.put("bee_model", {"type": "classifier", "params": {"modelFileUrl": str(package)}})
+        got = other.sql("SELECT bee_model(f).label FROM (SELECT unnest(?::FLOAT[][]) AS f)", [vectors]).fetchall()
+        assert got == expected
+        assert other.functions.apply("bee_model", {"features": vectors[0]})["label"] == expected[0][0]
