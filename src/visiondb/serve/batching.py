@@ -70,31 +70,28 @@ class MicroBatcher:
             if first is _STOP:
                 return
             items = [first]
-            stop = False
-            while len(items) < self.max_batch:  # take what queued up while the last batch ran
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                items.append(nxt)
-            # a lone request on an idle server runs at once; under concurrency wait briefly for the batch to fill
-            deadline = first.arrived + (self.max_wait if len(items) > 1 else 0.0)
-            while len(items) < self.max_batch and not stop:
-                remaining = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                items.append(nxt)
+            stop = self._collect(items, deadline=None)  # what queued up while the last batch ran
+            if not stop and len(items) > 1:
+                # under concurrency wait briefly for the batch to fill; a lone request on an idle server runs at once
+                stop = self._collect(items, deadline=first.arrived + self.max_wait)
             self._run(items)
             if stop:
                 return
+
+    def _collect(self, items: list[_Item], deadline: float | None) -> bool:
+        """Append queued requests until the batch is full, the queue is empty (or the deadline passes).
+
+        Returns True when the stop marker was met."""
+        while len(items) < self.max_batch:
+            remaining = 0.0 if deadline is None else deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is _STOP:
+                return True
+            items.append(nxt)
+        return False
 
     def _run(self, items: list[_Item]) -> None:
         live = [it for it in items if it.future.set_running_or_notify_cancel()]

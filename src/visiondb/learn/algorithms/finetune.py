@@ -133,18 +133,10 @@ class FinetuneClassifier(ImageClassifier):
         Warm-starting the head keeps a random head's large early gradients from wrecking pretrained features
         (LP-FT); with `freeze: all` and no augmentation the probe is the whole training.
         """
-        from visiondb.errors import TrainingError
         from visiondb.learn.algorithms.torch_base import pick_device
 
         cfg = self.config
-        torch.manual_seed(self.seed)
-        y = np.asarray(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise TrainingError(f"finetune: need at least two classes, got {self.classes_.tolist()}")
-        inputs = self._prepare(X)
-        self.arch_ = self._architecture(inputs, len(self.classes_))
-        self.module_ = self._build(self.arch_)
+        inputs, y_idx = self._setup(X, y)
         probe_only = cfg.freeze == "all" and not cfg.augment.active()
         history: list[dict[str, Any]] = []
         if probe_only or cfg.headEpochs:

@@ -118,17 +118,20 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> "TorchClassifier":
         """Train on X, y; keeps `history` (one dict per epoch) and restores the best weights under early stopping."""
-        cfg = self.config
+        inputs, y_idx = self._setup(X, y)
+        self.history = self._train(self.module_, inputs, y_idx, self.config)
+        return self
+
+    def _setup(self, X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """Seed, classes, prepared inputs and a freshly built module; returns (inputs, label indices)."""
         torch.manual_seed(self.seed)
-        y = np.asarray(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         if len(self.classes_) < 2:
             raise TrainingError(f"{self.algorithm}: need at least two classes, got {self.classes_.tolist()}")
         inputs = self._prepare(X)
         self.arch_ = self._architecture(inputs, len(self.classes_))
         self.module_ = self._build(self.arch_)
-        self.history = self._train(self.module_, inputs, y_idx, cfg)
-        return self
+        return inputs, y_idx
 
     def _param_groups(self, module: nn.Module, cfg: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups (one learning rate for every trainable parameter by default)."""
