@@ -170,11 +170,12 @@ class VisionDB:
 
     def store_image(self, uri: str, data: bytes) -> dict:
         """Put bytes in the media store and return the image STRUCT value (raises on non-images)."""
-        from .storage.images import make_image_value
+        from .storage.images import store_images
 
-        sha = sha256_hex(data)
-        value = make_image_value(uri, data, sha)
-        self.media.put(data, sha)
+        value = store_images(self, [(uri, data)])[0]
+        if isinstance(value, Exception):
+            raise value
+        assert value is not None
         return value
 
 

@@ -34,7 +34,8 @@ class ImportIDX(Procedure):
         import pyarrow as pa
 
         from .idx import idx_images_to_png, read_idx
-        from .import_sql import IMAGE_ARROW, store_image_batch, write_chunk
+        from ..storage.images import store_images
+        from .writes import IMAGE_ARROW, write_chunk
 
         p, db = self.params, self.db
         out = p.outputDataset.id
@@ -65,7 +66,7 @@ class ImportIDX(Procedure):
                 stop = min(start + CHUNK_ROWS, n)
                 pngs = idx_images_to_png(images[start:stop]) if stop > start else []
                 rows = [str(p.offset + i) for i in range(start, stop)]
-                values = store_image_batch(db, [(f"idx:{p.imagesUrl}#{i}", b) for i, b in zip(range(start, stop), pngs)])
+                values = store_images(db, [(f"idx:{p.imagesUrl}#{i}", b) for i, b in zip(range(start, stop), pngs)])
                 for name, v in zip(rows, values):
                     if isinstance(v, VisionDBError):  # cannot happen for freshly encoded PNGs, but never silently
                         raise VisionDBError(f"import.idx: row {name}: {v.message}", row=name)

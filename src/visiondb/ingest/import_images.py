@@ -18,9 +18,9 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import VisionDBError
+from .writes import ERROR_COLUMNS, errors_table, write_errors
 
 CHUNK_ROWS = 128
-ERROR_COLUMNS = "_rowName VARCHAR, uri VARCHAR, status INTEGER, cause VARCHAR, run_id VARCHAR"
 
 
 class ImportImagesParams(Params):
@@ -179,25 +179,8 @@ class ImportImages(Procedure):
                 )
             finally:
                 cur.unregister("_vdb_import_chunk")
-        if bad:
-            errs = pa.Table.from_pylist([{**b, "run_id": run_id} for b in bad])
-            cur.register("_vdb_import_errors", errs)
-            try:
-                cur.execute(
-                    f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN"
-                    " (SELECT _rowName FROM _vdb_import_errors)"
-                )
-                cur.execute(
-                    f"INSERT INTO {quote_ident(errors_table(out))} BY NAME SELECT * REPLACE (status::INTEGER AS status)"
-                    " FROM _vdb_import_errors"
-                )
-            finally:
-                cur.unregister("_vdb_import_errors")
+        write_errors(self.db, out, bad, run_id)
         return len(good)
-
-
-def errors_table(out: str) -> str:
-    return f"{out}_errors"
 
 
 def row_name(data_file_url: str, uri: str) -> str:

@@ -18,7 +18,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, VisionDBError
-from .import_sql import ERROR_COLUMNS, IMAGE_ARROW, write_errors
+from .writes import ERROR_COLUMNS, IMAGE_ARROW, errors_table, write_errors
 
 CHUNK_IMAGES = 64
 TABLE_COLUMNS = (
@@ -125,16 +125,16 @@ class ImportOpenImages(Procedure):
         same = bool(found) and found[1].get("signature") == signature
         if not (self.params.resume and same and db.table_exists(out)):
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out + '_errors')}")
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(out)} ({TABLE_COLUMNS})")
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(out + '_errors')} ({ERROR_COLUMNS})")
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
         db.catalog.put_entity("import_state", out, "import.openimages", {"signature": signature})
         return {r[0] for r in cur.execute(f"SELECT _rowName FROM {quote_ident(out)}").fetchall()}
 
     def _crops(self, data: bytes, group: list[tuple[str, Any]]) -> list[dict]:
         """Decode the photo once, crop and encode each box, store the crops; returns the rows."""
         from ..imaging.decode import decode_rgb
-        from ..storage.images import make_image_value
+        from ..storage.images import image_value
         from ..storage.media import sha256_hex
         from .openimages import box_pixels
 
@@ -142,7 +142,7 @@ class ImportOpenImages(Procedure):
         url = group[0][1].url
         img = decode_rgb(data)
         sha = sha256_hex(data)
-        source = make_image_value(url, data, sha)
+        source = image_value(url, data, sha)
         if p.keepSourceImages:
             db.media.put(data, sha)
         rows = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from typing import Any
 
 import pyarrow as pa
@@ -18,77 +17,10 @@ from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import ConfigError, ImageDecodeError, QueryError, VisionDBError
+from ..errors import ConfigError, QueryError, VisionDBError
 from ..storage import external
-from ..storage.media import INLINE_MAX_BYTES, sha256_hex
-
-ERROR_COLUMNS = "_rowName VARCHAR, uri VARCHAR, status INTEGER, cause VARCHAR, run_id VARCHAR"
-IMAGE_ARROW = pa.struct([("uri", pa.string()), ("sha256", pa.string()), ("format", pa.string()),
-                         ("width", pa.int32()), ("height", pa.int32()), ("bytes", pa.int64())])
-"""Arrow type of an image value (cast to the DuckDB `image` type when written)."""
-
-
-def store_image_batch(db: Any, items: list[tuple[str, bytes | None]]) -> list[dict | ImageDecodeError | None]:
-    """Store many images at once: probe each header, put tiny ones inline in one statement; per-item errors returned.
-
-    Equivalent to `db.store_image` per item, but one `vdb.blobs` INSERT per batch instead of one per image.
-    """
-    from ..imaging.decode import probe_image
-
-    out: list[dict | ImageDecodeError | None] = []
-    inline: list[tuple[str, bytes]] = []
-    for uri, data in items:
-        if data is None:
-            out.append(None)
-            continue
-        try:
-            fmt, width, height = probe_image(data)
-        except ImageDecodeError as exc:
-            out.append(exc)
-            continue
-        sha = sha256_hex(data)
-        if len(data) <= INLINE_MAX_BYTES:
-            inline.append((sha, data))
-        else:
-            db.media.put(data, sha)
-        out.append({"uri": uri, "sha256": sha, "format": fmt, "width": width, "height": height, "bytes": len(data)})
-    db.media.put_inline_many(inline)
-    return out
-
-
-def write_chunk(db: Any, out: str, table: pa.Table, *, first: bool, image_columns: tuple[str, ...] = ("image",)) -> None:
-    """Create (first chunk) or append to a dataset table; struct image columns are cast to the `image` type."""
-    cur = db.cursor()
-    view = f"_vdb_sql_chunk_{threading.get_ident()}"
-    casts = [c for c in image_columns if c in table.column_names and pa.types.is_struct(table.schema.field(c).type)]
-    select = "*" if not casts else "* REPLACE (" + ", ".join(f"{quote_ident(c)}::image AS {quote_ident(c)}" for c in casts) + ")"
-    cur.register(view, table)
-    try:
-        if first:
-            cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(out)} AS SELECT {select} FROM {view}")
-        else:
-            cur.execute(f"INSERT INTO {quote_ident(out)} BY NAME SELECT {select} FROM {view}")
-    finally:
-        cur.unregister(view)
-
-
-def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
-    """Record per-row failures in `<out>_errors`, replacing earlier entries for the same rows (re-runs)."""
-    if not errors:
-        return
-    cur = db.cursor()
-    cur.register("_vdb_sql_errors", pa.Table.from_pylist([{**e, "run_id": run_id} for e in errors]))
-    try:
-        cur.execute(
-            f"DELETE FROM {quote_ident(out + '_errors')} WHERE _rowName IN (SELECT _rowName FROM _vdb_sql_errors)"
-        )
-        cur.execute(
-            f"INSERT INTO {quote_ident(out + '_errors')} BY NAME"
-            " SELECT * REPLACE (status::INTEGER AS status) FROM _vdb_sql_errors"
-        )
-    finally:
-        cur.unregister("_vdb_sql_errors")
-
+from ..storage.images import store_images
+from .writes import ERROR_COLUMNS, IMAGE_ARROW, errors_table, write_chunk, write_errors
 
 def source_name(query: str) -> str:
     """`sql:<name>/<row>` prefix: the table of a simple `SELECT ... FROM t`, else a short hash of the query."""
@@ -126,8 +58,8 @@ class ImportSQL(Procedure):
         engine = external.make_engine(p.connection)
         prefix = f"sql:{source_name(p.query)}/"
         cur = db.cursor()
-        cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out + '_errors')}")
-        cur.execute(f"CREATE TABLE {quote_ident(out + '_errors')} ({ERROR_COLUMNS})")
+        cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
+        cur.execute(f"CREATE TABLE {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
         ctx.set_progress(0, None, phase=f"querying {external.masked(engine)}")
         bar = ctx.bar(None, f"import.sql → {out}")
         rows = errors = 0
@@ -172,7 +104,7 @@ class ImportSQL(Procedure):
         ctype = table.schema.field(col).type
         raw = table.column(col).to_pylist()
         if pa.types.is_binary(ctype) or pa.types.is_large_binary(ctype):
-            values = store_image_batch(self.db, [(prefix + n, v) for n, v in zip(names, raw)])
+            values = store_images(self.db, [(prefix + n, v) for n, v in zip(names, raw)])
             uris = [prefix + n for n in names]
         elif pa.types.is_string(ctype) and p.fetchImages:
             values, uris = self._fetch(raw), raw

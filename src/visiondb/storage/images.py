@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import VisionDBError
+from ..errors import ImageDecodeError, VisionDBError
 
 IMAGE_FIELDS = "uri VARCHAR, sha256 VARCHAR, format VARCHAR, width INTEGER, height INTEGER, bytes BIGINT"
 IMAGE_SQL_TYPE = f"STRUCT({IMAGE_FIELDS})"
@@ -24,12 +24,39 @@ class ImageRef:
         return self.uri or (f"sha256:{self.sha256}" if self.sha256 else "<null>")
 
 
-def make_image_value(uri: str, data: bytes, sha: str) -> dict:
-    """Probe the header (format, size) and build the STRUCT value; raises ImageDecodeError for non-images."""
+def image_value(uri: str, data: bytes, sha: str) -> dict:
+    """The STRUCT value for bytes (header probe only; raises ImageDecodeError for non-images). Stores nothing."""
     from ..imaging.decode import probe_image
 
     fmt, width, height = probe_image(data)
     return {"uri": uri, "sha256": sha, "format": fmt, "width": width, "height": height, "bytes": len(data)}
+
+
+def store_images(db: Any, items: list[tuple[str, bytes | None]]) -> list[dict | ImageDecodeError | None]:
+    """Store many images at once: probe each header, put tiny ones inline in one statement; per-item errors returned.
+
+    `db.store_image` is this for one item; batches make one `vdb.blobs` INSERT instead of one per image.
+    """
+    from .media import INLINE_MAX_BYTES, sha256_hex
+
+    out: list[dict | ImageDecodeError | None] = []
+    inline: list[tuple[str, bytes]] = []
+    for uri, data in items:
+        if data is None:
+            out.append(None)
+            continue
+        sha = sha256_hex(data)
+        try:
+            out.append(image_value(uri, data, sha))
+        except ImageDecodeError as exc:
+            out.append(exc)
+            continue
+        if len(data) <= INLINE_MAX_BYTES:
+            inline.append((sha, data))
+        else:
+            db.media.put(data, sha)
+    db.media.put_inline_many(inline)
+    return out
 
 
 def ref_from_value(value: Any) -> ImageRef | None:
