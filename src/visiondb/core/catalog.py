@@ -78,6 +78,19 @@ class Catalog:
         for id, type_name, params in rows:
             yield id, type_name, json.loads(params or "{}")
 
+    # resume markers: which procedure config last wrote an output, and whether it finished --------
+    def get_marker(self, output: str) -> dict:
+        found = self.get_entity("write_state", output)
+        return found[1] if found else {}
+
+    def set_marker(self, output: str, writer: str, signature: str, complete: bool) -> None:
+        self.put_entity("write_state", output, writer, {"signature": signature, "complete": complete})
+
+    def resumable(self, output: str, signature: str) -> bool:
+        """An unfinished output of the very same config: a re-run continues it instead of starting over."""
+        marker = self.get_marker(output)
+        return marker.get("signature") == signature and not marker.get("complete") and self.db.table_exists(output)
+
     # runs -------------------------------------------------------------------
     def save_run(self, record: dict) -> None:
         with self.lock:

@@ -71,7 +71,7 @@ class ImportImages(Procedure):
         done = self._prepare(out, extra_cols, signature)
         todo = [(name, r) for name, r in rows if name not in done]
         imported = self._import(ctx, out, todo, extra_cols)
-        self._set_marker(out, signature, complete=True)
+        db.catalog.set_marker(out, self.type_name, signature, complete=True)
         db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
         db.datasets.register_output(errors_table(out), "tabular", {"createdBy": self.id})
         count = db.table_status(out)["rowCount"]
@@ -89,11 +89,7 @@ class ImportImages(Procedure):
     def _prepare(self, out: str, extra_cols: list[str], signature: str) -> set[str]:
         """Create (or keep, when resuming the same unfinished import) the output and error tables."""
         db, cur = self.db, self.db.cursor()
-        marker = self._marker(out)
-        resuming = (
-            self.params.resume and db.table_exists(out) and marker.get("signature") == signature
-            and not marker.get("complete")
-        )
+        resuming = self.params.resume and db.catalog.resumable(out, signature)
         if not resuming:
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
@@ -103,17 +99,10 @@ class ImportImages(Procedure):
             f" (_rowName VARCHAR PRIMARY KEY, image image, label VARCHAR, split VARCHAR{extras})"
         )
         cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
-        self._set_marker(out, signature, complete=False)
+        db.catalog.set_marker(out, self.type_name, signature, complete=False)
         if not resuming:
             return set()
         return {r[0] for r in cur.execute(f"SELECT _rowName FROM {quote_ident(out)}").fetchall()}
-
-    def _marker(self, out: str) -> dict:
-        found = self.db.catalog.get_entity("import_state", out)
-        return found[1] if found else {}
-
-    def _set_marker(self, out: str, signature: str, complete: bool) -> None:
-        self.db.catalog.put_entity("import_state", out, "import.images", {"signature": signature, "complete": complete})
 
     # fetching, checking, writing --------------------------------------------------------------
     def _import(self, ctx: RunContext, out: str, todo: list[tuple[str, Any]], extra_cols: list[str]) -> int:

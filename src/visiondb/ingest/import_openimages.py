@@ -121,14 +121,14 @@ class ImportOpenImages(Procedure):
     def _prepare(self, out: str, signature: str) -> set[str]:
         """Keep the output when re-running the same import (returns its row names), else start afresh."""
         db, cur = self.db, self.db.cursor()
-        found = db.catalog.get_entity("import_state", out)
-        same = bool(found) and found[1].get("signature") == signature
+        # crops are independent rows: a re-run of the same import keeps them, finished or not, and adds what is missing
+        same = db.catalog.get_marker(out).get("signature") == signature
         if not (self.params.resume and same and db.table_exists(out)):
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(out)} ({TABLE_COLUMNS})")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
-        db.catalog.put_entity("import_state", out, "import.openimages", {"signature": signature})
+        db.catalog.set_marker(out, self.type_name, signature, complete=False)
         return {r[0] for r in cur.execute(f"SELECT _rowName FROM {quote_ident(out)}").fetchall()}
 
     def _crops(self, data: bytes, group: list[tuple[str, Any]]) -> list[dict]:

@@ -52,19 +52,17 @@ class Transform(Procedure):
             and (ROW_NAME in shape.output_names or shape.has_star or self._can_add_row_name(shape))
         )
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
-        marker = self._marker(out)
-        resuming = keyed and p.resume and db.table_exists(out) and marker.get("signature") == signature
-        if resuming and marker.get("complete"):
-            resuming = False  # a finished output is recomputed (model functions answer from their cache)
+        # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
+        resuming = keyed and p.resume and db.catalog.resumable(out, signature)
         if not resuming:
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-        self._set_marker(out, signature, complete=False)
+        db.catalog.set_marker(out, self.type_name, signature, complete=False)
         if keyed:
             assert source is not None
             written, skipped = self._run_keyed(ctx, source, shape, resuming)
         else:
             written, skipped = self._run_whole(ctx), 0
-        self._set_marker(out, signature, complete=True)
+        db.catalog.set_marker(out, self.type_name, signature, complete=True)
         db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
         return {
             "outputDataset": out,
@@ -171,10 +169,3 @@ class Transform(Procedure):
             return True
         except (duckdb.Error, KeyError, TypeError):
             return False
-
-    def _marker(self, out: str) -> dict:
-        found = self.db.catalog.get_entity("transform_state", out)
-        return found[1] if found else {}
-
-    def _set_marker(self, out: str, signature: str, complete: bool) -> None:
-        self.db.catalog.put_entity("transform_state", out, "transform", {"signature": signature, "complete": complete})
