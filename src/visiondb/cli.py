@@ -110,15 +110,13 @@ def open_db(args: argparse.Namespace) -> Any:
 
 
 def load_json(text: str, what: str) -> Any:
-    from .errors import ConfigError
+    """A JSON object given inline or as a file path."""
+    from .core.config import json_object
 
     path = Path(text)
-    if not text.lstrip().startswith(("{", "[")) and path.exists():
+    if not text.lstrip().startswith("{") and path.exists():
         text = path.read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} is not valid JSON: {exc}", field=what) from None
+    return json_object(text, what, what, "{...}")
 
 
 def emit(value: Any) -> None:

@@ -24,13 +24,21 @@ class EntityConfig(BaseModel):
     id: str | None = None
 
 
+def json_object(text: str | bytes, what: str, field: str, shape: str) -> dict:
+    """Parse JSON text that must hold an object; errors name `field` and the expected `shape`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} is not valid JSON: {exc}", field=field) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be an object like {shape}", field=field)
+    return value
+
+
 def parse_config(config: Mapping[str, Any] | str, kind: str) -> EntityConfig:
     """Accept a dict or JSON text; name the offending field when the shape is wrong."""
     if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{kind} config is not valid JSON: {exc}", field="config") from None
+        config = json_object(config, f"{kind} config", "config", '{"type": ..., "params": {...}}')
     if not isinstance(config, Mapping):
         raise ConfigError(f"{kind} config must be an object with 'type' and 'params'", field="config")
     if "type" not in config:

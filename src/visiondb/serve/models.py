@@ -88,21 +88,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def parse_body(raw: bytes, model: type[BaseModel], what: str, example: str) -> BaseModel:
     """Validate a JSON request body into `model`; an empty body is the model's defaults. Errors name the field."""
-    import json
-
     from pydantic import ValidationError
 
-    from ..core.config import validation_error
-    from ..errors import ConfigError
+    from ..core.config import json_object, validation_error
 
     if not raw.strip():
         return model()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", field="body") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} body must be an object like {example}", field="body")
+    data = json_object(raw, f"{what} body", "body", example)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
