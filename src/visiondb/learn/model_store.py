@@ -74,7 +74,8 @@ def load_model_entry(db: "VisionDB", name: str, version: int | None = None) -> M
     if version is not None:
         query += " AND version = ?"
         args.append(version)
-    rows = db.cursor().execute(query + " ORDER BY version DESC LIMIT 1", args).fetchall()
+    # aux cursor: scorers load their model lazily, from inside the query that first calls them
+    rows = db.aux_cursor().execute(query + " ORDER BY version DESC LIMIT 1", args).fetchall()
     if not rows:
         what = f"{name}:{version}" if version is not None else name
         raise NotFoundError(f"model {what!r} is not in the model registry", model=what)
@@ -83,6 +84,18 @@ def load_model_entry(db: "VisionDB", name: str, version: int | None = None) -> M
         r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), json.loads(r[5]), r[6], r[7], bytes(r[8]),
         r[9].isoformat() if r[9] else None,
     )
+
+
+def load_model_config(db: "VisionDB", name: str, version: int | None = None) -> dict:
+    """Only the config of a stored model (no weights read)."""
+    rows = db.aux_cursor().execute(
+        "SELECT config FROM vdb.models WHERE name = ? AND (? IS NULL OR version = ?) ORDER BY version DESC LIMIT 1",
+        [name, version, version],
+    ).fetchall()
+    if not rows:
+        what = f"{name}:{version}" if version is not None else name
+        raise NotFoundError(f"model {what!r} is not in the model registry", model=what)
+    return json.loads(rows[0][0])
 
 
 def list_models(db: "VisionDB") -> list[dict]:

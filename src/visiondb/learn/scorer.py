@@ -13,7 +13,7 @@ from ..core.registry import FUNCTION_TYPES
 from ..errors import ConfigError, VisionDBError
 from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error
 from .inputs import list_column_matrix
-from .model_store import ModelEntry, load_model_entry
+from .model_store import ModelEntry, load_model_config, load_model_entry
 
 SCORE_TYPE = "STRUCT(label VARCHAR, scores MAP(VARCHAR, DOUBLE))"
 
@@ -36,6 +36,7 @@ class ClassifierFunction(Function):
         if not params.modelName and not params.modelFileUrl:
             raise ConfigError("classifier needs params.modelName or params.modelFileUrl", field="params.modelName")
         self._entry: ModelEntry | None = None
+        self._config: dict | None = None
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -63,11 +64,22 @@ class ClassifierFunction(Function):
             return self._model
 
     @property
+    def model_config(self) -> dict:
+        """The stored model's config; registering needs only this, not the model bytes (connect stays cheap)."""
+        if self._config is None:
+            if self._entry is not None or self.params.modelFileUrl:
+                self._config = self.entry.config
+            else:
+                assert self.params.modelName
+                self._config = load_model_config(self.db, self.params.modelName, self.params.version)
+        return self._config
+
+    @property
     def input_kind(self) -> str:
-        return self.entry.config.get("inputKind", "features")
+        return self.model_config.get("inputKind", "features")
 
     def input_names(self) -> list[str]:
-        return list(self.entry.config.get("inputs", ["features"]))
+        return list(self.model_config.get("inputs", ["features"]))
 
     def status(self) -> dict:
         return {k: v for k, v in self.entry.describe().items() if k != "metrics"}
@@ -126,11 +138,6 @@ class ClassifierFunction(Function):
                     f"{self.id}: input {i} has {m.shape[1]} features but the model was trained on {expected[i]}"
                 )
         return self.model.predict_proba(mats if self.input_kind == "feature_list" else mats[0])
-
-    def apply(self, input: dict) -> dict:
-        from ..sql.udf import apply_via_sql
-
-        return apply_via_sql(self, input)
 
 
 def score_array(proba: np.ndarray, labels: list[str], valid: np.ndarray) -> pa.Array:
