@@ -1,9 +1,10 @@
 """The connection object everything hangs off (as in DuckDB's Python API): catalog, media, entities, SQL."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -67,6 +68,18 @@ class VisionDB:
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         return self._con
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run this thread's cursor statements as one transaction: all or nothing, and one WAL sync, not one each."""
+        cur = self.cursor()
+        cur.begin()
+        try:
+            yield cur
+        except BaseException:
+            cur.rollback()
+            raise
+        cur.commit()
 
     def _create_types(self) -> None:
         exists = self._con.execute(

@@ -44,5 +44,20 @@ def clothing_photos(datasets: Path) -> list[bytes]:
 
 
 @pytest.fixture(scope="session")
+def large_photos(datasets: Path) -> list[bytes]:
+    """Bytes of the real hymenoptera JPEGs whose shorter side is >= 512 px (8 photos, up to 1944 px):
+    the ones a 256 px minimum decodes at a reduced DCT scale."""
+    import simplejpeg
+
+    found = []
+    for path in sorted((datasets / "hymenoptera").rglob("*.jpg")):
+        data = path.read_bytes()
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        if min(height, width) >= 512:
+            found.append(data)
+    return found
+
+
+@pytest.fixture(scope="session")
 def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")

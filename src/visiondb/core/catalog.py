@@ -48,10 +48,9 @@ class Catalog:
     # entities ---------------------------------------------------------------
     def put_entity(self, kind: str, id: str, type_name: str, params: dict) -> None:
         with self.lock:
-            cur = self.db.cursor()
-            cur.execute("DELETE FROM vdb.entities WHERE kind = ? AND id = ?", [kind, id])
-            cur.execute(
-                "INSERT INTO vdb.entities VALUES (?, ?, ?, ?, ?)", [kind, id, type_name, json.dumps(params), now()]
+            self.db.cursor().execute(  # one statement: one commit (each commit syncs the WAL)
+                "INSERT OR REPLACE INTO vdb.entities VALUES (?, ?, ?, ?, ?)",
+                [kind, id, type_name, json.dumps(params), now()],
             )
 
     def delete_entity(self, kind: str, id: str) -> None:
@@ -94,12 +93,8 @@ class Catalog:
     # runs -------------------------------------------------------------------
     def save_run(self, record: dict) -> None:
         with self.lock:
-            cur = self.db.cursor()
-            cur.execute(
-                "DELETE FROM vdb.runs WHERE procedure_id = ? AND run_id = ?", [record["procedure"], record["id"]]
-            )
-            cur.execute(
-                "INSERT INTO vdb.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.cursor().execute(
+                "INSERT OR REPLACE INTO vdb.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     record["procedure"],
                     record["id"],

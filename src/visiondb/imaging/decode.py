@@ -1,7 +1,7 @@
 """Decode image bytes to upright RGB Pillow images, with fast reduced-size JPEG decoding.
 
-Every caller (featurization, training, serving) goes through `decode_rgb` so the same bytes always
-produce the same pixels: JPEGs via libjpeg-turbo DCT scaling (simplejpeg), everything else via Pillow.
+Every caller (featurization, training, serving) goes through `decode_array` / `decode_rgb` so the same bytes
+always produce the same pixels: JPEGs via libjpeg-turbo DCT scaling (simplejpeg), everything else via Pillow.
 """
 from __future__ import annotations
 
@@ -107,13 +107,27 @@ def _jpeg_has_exif(data: bytes) -> bool:
     return False
 
 
-def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> Image.Image | None:
+def dct_scale_factor(width: int, height: int, min_side: int | None) -> int:
+    """Largest power-of-two reduction (1, 2, 4 or 8) keeping the shorter side >= `min_side`.
+
+    Only these factors have SIMD IDCTs in libjpeg-turbo: the M/8 ones (3/4, 5/8, ...) decode fewer pixels
+    yet cost more (measured 1.56 ms at 3/4 against 1.17 ms at full size for 400 px photos).
+    """
+    factor = 1
+    while min_side and factor < 8 and min(width, height) // (factor * 2) >= min_side:
+        factor *= 2
+    return factor
+
+
+def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> np.ndarray | None:
     """Decode a YCbCr/greyscale JPEG with libjpeg-turbo scaling; None when simplejpeg cannot handle it."""
     if img.mode not in ("RGB", "L"):
         return None  # CMYK / YCCK: let Pillow do the colour conversion
-    side = min_side if min_side and min_side > 0 else 0
+    width, height = img.size
+    factor = dct_scale_factor(width, height, min_side)
     try:
-        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=side, min_width=side, strict=True)
+        arr = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=-(-height // factor), min_width=-(-width // factor), strict=True)
     except ValueError as exc:
         text = str(exc)
         if "premature end" in text.lower() or "truncat" in text.lower():
@@ -121,11 +135,20 @@ def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> Im
         if "unsupported" in text.lower():
             return None
         raise ImageDecodeError(f"corrupt image: {text}") from exc
-    out = Image.fromarray(arr, "RGB")
     if not _jpeg_has_exif(data):
-        return out
-    fix = _ORIENTATION_FIX.get(_orientation(img))
-    return out.transpose(fix) if fix is not None else out
+        return arr
+    return _orient_array(arr, _orientation(img))
+
+
+def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2..8) to an HWC array, returning a C-contiguous upright copy."""
+    if orientation in (5, 6, 7, 8):
+        arr = arr.transpose(1, 0, 2)  # transpose: then flip to rotate
+    if orientation in (2, 3, 6, 7):
+        arr = arr[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -149,8 +172,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
-    """Decode to an upright RGB image; with `min_side`, JPEGs decode at the smallest scale keeping the shorter side >= it."""
+def _decode(data: bytes, min_side: int | None) -> np.ndarray | Image.Image:
+    """Upright RGB pixels: an HWC uint8 array from the JPEG fast path, else an RGB Pillow image."""
     img = _open(data)
     if img.format == "JPEG":
         fast = _decode_jpeg_fast(data, img, min_side)
@@ -173,3 +196,16 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
         pass
     return _to_rgb(img)
+
+
+def decode_array(data: bytes, min_side: int | None = None) -> np.ndarray:
+    """Decode to an upright RGB uint8 [H, W, 3] array; with `min_side`, JPEGs decode at the smallest
+    power-of-two scale keeping the shorter side >= it (see `dct_scale_factor`)."""
+    pixels = _decode(data, min_side)
+    return pixels if isinstance(pixels, np.ndarray) else np.asarray(pixels, dtype=np.uint8)
+
+
+def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
+    """`decode_array` as an RGB Pillow image (for callers that crop or save with Pillow)."""
+    pixels = _decode(data, min_side)
+    return Image.fromarray(pixels, "RGB") if isinstance(pixels, np.ndarray) else pixels

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from visiondb.errors import VisionDBError
-from visiondb.imaging.decode import decode_rgb
+from visiondb.imaging.decode import decode_array
 from visiondb.models.backbones import Backbone, Opener, check_layer, load_backbone
 from visiondb.models.runtime import InferenceBackend, available_cores, make_backend
 
@@ -73,12 +73,12 @@ class Embedder:
         with self._lock:
             return self.backend.run(batch)
 
-    def decode(self, data: bytes) -> Image.Image:
-        """Decode bytes exactly as the pipeline does (reduced-size JPEG decode for this preprocessing)."""
-        return decode_rgb(data, min_side=self.preprocessing.resize_to)
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode bytes exactly as the pipeline does (reduced-size JPEG decode for this preprocessing): HWC uint8."""
+        return decode_array(data, min_side=self.preprocessing.resize_to)
 
-    def embed_images(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """Vectors [len(images), dim] for already-decoded images."""
+    def embed_images(self, images: list[np.ndarray | Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Vectors [len(images), dim] for already-decoded images (HWC uint8 arrays or RGB Pillow images)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
         buffer = np.empty((min(batch_size, max(1, len(images))),) + self.preprocessing.shape, dtype=np.float32)
         for start in range(0, len(images), batch_size):

@@ -150,7 +150,7 @@ class OnnxBackend(InferenceBackend):
         # spin-waiting intra-op threads burn the CPU that decode threads need on small machines
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # the arena keeps every batch's activations reserved for the process' lifetime; plain malloc returns them
-        options.enable_cpu_mem_arena = False
+        options.enable_cpu_mem_arena = True
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
         self._pool: ThreadPoolExecutor | None = None

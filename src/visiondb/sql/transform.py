@@ -54,9 +54,10 @@ class Transform(Procedure):
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
         # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
         resuming = keyed and p.resume and db.catalog.resumable(out, signature)
-        if not resuming:
-            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-        db.catalog.set_marker(out, self.type_name, signature, complete=False)
+        with db.transaction():
+            if not resuming:
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+            db.catalog.set_marker(out, self.type_name, signature, complete=False)
         if keyed:
             assert source is not None
             written, skipped = self._run_keyed(ctx, source, shape, resuming)
@@ -107,6 +108,8 @@ class Transform(Procedure):
                 written += self._write_chunk(ctx, query, out)
                 start_after = last
                 bar.update(n)
+                if n < p.chunkSize:
+                    break  # a short chunk is the last one: no need to ask for an empty one
         finally:
             cur.execute(f"DROP TABLE IF EXISTS temp.main.{shadow}")
             bar.close()

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from visiondb.errors import ImageDecodeError
+from visiondb.imaging.decode import decode_array
+from visiondb.imaging.preprocess import centre_crop
 
 ResizeMode = Literal["stretch", "crop"]
 
@@ -19,11 +21,22 @@ _cache_bytes = 0
 
 
 def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
-    """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style)."""
+    """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style).
+
+    RGB crops go through the featurization decode (`decode_array` + `centre_crop`), so a fine-tuned network
+    sees the pixels an embedding function would."""
     if isinstance(data, memoryview):
         data = data.tobytes()
     if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
         raise ImageDecodeError(f"row {row}: expected non-empty encoded image bytes, got {type(data).__name__}", row=row)
+    if resize == "crop" and mode == "RGB":  # the featurization path: same decode, EXIF handling and resampling
+        height, width = size
+        target = round(max(height, width) / 0.875)
+        try:
+            pixels = decode_array(bytes(data), min_side=target)
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(f"row {row}: cannot decode image: {exc.message}", row=row) from None
+        return centre_crop(pixels, height, width, target, "bicubic").transpose(2, 0, 1)
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert(mode)
