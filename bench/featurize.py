@@ -3,7 +3,8 @@
 Prints one JSON object. By default it runs itself twice as a child process, with tuned glibc malloc
 (GLIBC_TUNABLES thresholds, as the CLI sets them) and with the default allocator; the tuned figures are the
 top-level keys and both sets sit under "tuned" / "default". All ratios compare figures from the same process.
-Usage: bench/featurize.py [--images N] [--naive-images N] [--full] [--single]
+End-to-end runs and the bare forward pass alternate for `--rounds` rounds and medians are compared (the
+machine drifts by +-15 % between minutes). Usage: bench/featurize.py [--images N] [--rounds N] [--full] [--single]
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,27 +104,37 @@ def measure(args: argparse.Namespace) -> dict:
     references = {own: embedder}
     bare: dict[str, list[tuple[float, float]]] = {}
 
-    def bare_round() -> None:
+    def bare_round(skip: str | None = None) -> None:
         for name, emb in references.items():
+            if name == skip:
+                continue
             n = args.bare_images if not name.startswith("torch") else max(64, args.bare_images // 2)
             bare.setdefault(name, []).append(bare_forward(emb, n, batch))
 
-    # the pipeline's own runtime is timed before and after the end-to-end run (averaged: the machine's load
-    # drifts); the other references only after it, so their memory does not count in the featurize peak RSS
-    bare_round()
-    rows_before = fn.forward_rows
+    # The machine's speed drifts by +-15 % from minute to minute, so the end-to-end run and the pipeline's own
+    # runtime are timed in alternating rounds (cache emptied before each end-to-end run) and medians compared.
+    # The other references are timed only after all rounds, so their memory does not count in the featurize RSS.
     query = "SELECT label, effnet(image) AS features FROM photos"
-    e2e_wall, e2e_cpu = timed(lambda: db.procedures.put("feat", {"type": "transform", "params": {
-        "inputData": query, "outputDataset": "features"}}))
-    forward_first = fn.forward_rows - rows_before
-    rerun_wall, _ = timed(lambda: db.procedures.run("feat"))
-    forward_rerun = fn.forward_rows - rows_before - forward_first
+    config = {"type": "transform", "params": {"inputData": query, "outputDataset": "features"}}
+    e2e_runs: list[tuple[float, float]] = []
+    forward_first = 0
+    bare_round()
+    for _ in range(args.rounds):
+        db.sql("DELETE FROM vdb.embeddings")
+        rows_before = fn.forward_rows
+        e2e_runs.append(timed(lambda: db.procedures.put("feat", config)))
+        forward_first = fn.forward_rows - rows_before
+        bare_round()
+    rows_before = fn.forward_rows
+    reruns = [timed(lambda: db.procedures.run("feat"))[0] for _ in range(args.rounds + 2)]
+    forward_rerun = fn.forward_rows - rows_before
     featurize_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the torch baselines run
     backbone = load_backbone(MODEL)
     references[f"onnx-cpu-1x{cores}threads"] = Embedder(
         backbone, "pooled", OnnxBackend(backbone, "pooled", CACHE / "onnx", threads=cores))
     references["torch-cpu"] = Embedder(backbone, "pooled", TorchBackend(backbone, "pooled", device="cpu"))
-    bare_round()
+    for _ in range(2):
+        bare_round(skip=own)
     written = db.sql("SELECT count(*), count(features) FROM features").fetchone()
 
     naive_paths = paths[: args.naive_images]
@@ -130,15 +142,19 @@ def measure(args: argparse.Namespace) -> dict:
 
     by_backend = {
         name: {
-            "images_per_s": round(sum(r for r, _ in runs) / len(runs), 2),
-            "cpu_ms_per_image": round(sum(c for _, c in runs) / len(runs), 2),
+            "images_per_s": round(statistics.median(r for r, _ in runs), 2),
+            "cpu_ms_per_image": round(statistics.median(c for _, c in runs), 2),
+            "rounds": len(runs),
         }
         for name, runs in bare.items()
     }
     fastest = max(by_backend, key=lambda name: by_backend[name]["images_per_s"])
     bare_rate = by_backend[fastest]["images_per_s"]
     cheapest_cpu = min(v["cpu_ms_per_image"] for v in by_backend.values())
+    e2e_wall = statistics.median(w for w, _ in e2e_runs)
+    e2e_cpu = statistics.median(c for _, c in e2e_runs)
     e2e_rate = images / e2e_wall
+    rerun_wall = statistics.median(reruns)
     db.close()
     return {
         "images": images,
@@ -154,7 +170,9 @@ def measure(args: argparse.Namespace) -> dict:
         "e2e_vs_naive": round(e2e_rate / naive, 3),
         "e2e_cpu_ms_per_image": round(e2e_cpu / images * 1e3, 2),
         "e2e_vs_bare_cpu": round(cheapest_cpu / (e2e_cpu / images * 1e3), 3),
+        "e2e_images_per_s_rounds": [round(images / w, 2) for w, _ in e2e_runs],
         "cached_rerun_s": round(rerun_wall, 3),
+        "cached_rerun_s_rounds": [round(r, 3) for r in reruns],
         "cached_rerun_speedup": round(e2e_wall / rerun_wall, 1),
         "forward_rows_first_run": forward_first,
         "forward_rows_rerun": forward_rerun,
@@ -220,6 +238,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512, help="photos featurized end to end (>= 500)")
     parser.add_argument("--naive-images", type=int, default=128, help="photos for the naive-loop baseline")
     parser.add_argument("--bare-images", type=int, default=256, help="tensors per bare-forward measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="end-to-end runs (medians are reported)")
     parser.add_argument("--full", action="store_true", help="also featurize all shared photos for peak RSS")
     parser.add_argument("--single", action="store_true", help="one run in this process (no malloc comparison)")
     parser.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
@@ -233,7 +252,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     flags = ["--single", "--images", str(args.images), "--naive-images", str(args.naive_images),
-             "--bare-images", str(args.bare_images)]
+             "--bare-images", str(args.bare_images), "--rounds", str(args.rounds)]
     report: dict = {}
     for label, tuned in (("tuned", True), ("default", False)):
         report[label] = run_child(flags, tuned)

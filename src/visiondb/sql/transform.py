@@ -92,11 +92,12 @@ class Transform(Procedure):
         total = cur.execute(
             f"SELECT count(*) FROM {qualified} WHERE ? IS NULL OR {ROW_NAME} > ?", [start_after, start_after]
         ).fetchall()[0][0]
-        written = 0
+        written = seen = 0
+        exists = resuming  # a fresh run dropped the output; its first chunk creates it
         bar = ctx.bar(total, f"transform → {out}")
         shadow = quote_ident(source)
         try:
-            while True:
+            while seen < total:
                 cur.execute(
                     f"CREATE OR REPLACE TEMP TABLE {shadow} AS SELECT * FROM {qualified}"
                     f" WHERE ? IS NULL OR {ROW_NAME} > ? ORDER BY {ROW_NAME} LIMIT ?",
@@ -105,17 +106,18 @@ class Transform(Procedure):
                 n, last = cur.execute(f"SELECT count(*), max({ROW_NAME}) FROM temp.main.{shadow}").fetchall()[0]
                 if n == 0:
                     break
-                written += self._write_chunk(ctx, query, out)
+                rows = self._write_chunk(ctx, query, out, exists)
+                written += rows
+                exists = exists or rows > 0
                 start_after = last
+                seen += n
                 bar.update(n)
-                if n < p.chunkSize:
-                    break  # a short chunk is the last one: no need to ask for an empty one
         finally:
             cur.execute(f"DROP TABLE IF EXISTS temp.main.{shadow}")
             bar.close()
         return written, skipped
 
-    def _write_chunk(self, ctx: RunContext, query: str, out: str) -> int:
+    def _write_chunk(self, ctx: RunContext, query: str, out: str, exists: bool) -> int:
         cur = self.db.cursor()
         with collect_errors() as sink:
             try:
@@ -126,8 +128,8 @@ class Transform(Procedure):
             ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
         if table.num_rows == 0:
             return 0
-        if not self.db.table_exists(out):
-            self.db.write_arrow(out, table)
+        if not exists:
+            self.db.write_arrow(out, table, exists=False)
             return table.num_rows
         view = "_vdb_transform_chunk"
         cur.register(view, table)
