@@ -134,6 +134,10 @@ class Collection:
     def activate(self, entity: Entity) -> None:
         """Hook run when an entity is created or reloaded."""
 
+    def loaded(self, id: str) -> Entity | None:
+        """The live instance when already built (never blocks, never reads the catalog): the serving fast path."""
+        return self._instances.get(id)
+
     def instance(self, id: str) -> Entity:
         with self._lock:
             if id in self._instances:

@@ -100,11 +100,15 @@ class ClassifierFunction(Function):
         n = len(columns[0])
         valid = np.ones(n, dtype=bool)
         for col in columns:
-            valid &= ~np.asarray(col.is_null().to_pylist() if n else [], dtype=bool)
-        proba = np.zeros((n, len(self.labels)))
+            if col.null_count:
+                valid &= ~col.is_null().to_numpy(zero_copy_only=False)
+        labels = self.labels
+        if valid.all():
+            return score_array(self.predict_proba(list(columns)), labels, valid)
+        proba = np.zeros((n, len(labels)))
         if valid.any():
             proba[valid] = self.predict_proba([col.filter(pa.array(valid)) for col in columns])
-        return score_array(proba, self.labels, valid)
+        return score_array(proba, labels, valid)
 
     @property
     def labels(self) -> list[str]:

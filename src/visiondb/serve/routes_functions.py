@@ -132,7 +132,7 @@ def _single_value(function: Any, names: list[str], inputs: dict) -> Any:
 
 async def _apply(request: Request, id: str, inputs: dict, started: float) -> Response:
     db = request.app.state.db
-    function = await run_in_threadpool(db.functions.instance, id)
+    function = db.functions.loaded(id) or await run_in_threadpool(db.functions.instance, id)
     names = request.app.state.input_names(function)
     if "file" in inputs and "file" not in names:
         missing = [n for n in names if n not in inputs]
