@@ -43,26 +43,21 @@ class Transform(Procedure):
         self.db.datasets.check_id(out)
         cur = db.cursor()
         shape = parse_select(cur, p.inputData)
-        source = shape.source_table
-        keyed = (
-            source is not None
-            and not shape.grouped
-            and db.table_exists(source)
-            and ROW_NAME in self._columns(source)
-            and (ROW_NAME in shape.output_names or shape.has_star or self._can_add_row_name(shape))
-        )
+        keyed_query = self._keyed_query(shape)
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
         # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
-        resuming = keyed and p.resume and db.catalog.resumable(out, signature)
+        resuming = keyed_query is not None and p.resume and db.catalog.resumable(out, signature)
         with db.transaction():
             if not resuming:
                 cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
             db.catalog.set_marker(out, self.type_name, signature, complete=False)
-        if keyed:
-            assert source is not None
-            written, skipped = self._run_keyed(ctx, source, shape, resuming)
+        if keyed_query is not None:
+            assert shape.source_table is not None
+            written, skipped = self._run_keyed(ctx, shape.source_table, keyed_query, resuming)
+            row_count = written + skipped
         else:
             written, skipped = self._run_whole(ctx), 0
+            row_count = db.table_status(out)["rowCount"]
         db.catalog.set_marker(out, self.type_name, signature, complete=True)
         db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
         return {
@@ -70,32 +65,48 @@ class Transform(Procedure):
             "rowsWritten": written,
             "rowsAlreadyPresent": skipped,
             "resumed": resuming,
-            "rowCount": db.table_status(out)["rowCount"],
+            "rowCount": row_count,
             "errorCount": ctx.record.get("errorCount", 0),
         }
 
+    def _keyed_query(self, shape: Any) -> str | None:
+        """The input query with the source's `_rowName` in its output, or None when rows have no identity
+        (no single source dataset with `_rowName`, or a grouped / limited query)."""
+        source = shape.source_table
+        if source is None or shape.grouped or not self.db.table_exists(source) or ROW_NAME not in self._columns(source):
+            return None
+        if ROW_NAME in shape.output_names or shape.has_star:
+            return self.params.inputData
+        try:
+            return with_row_name(self.db.cursor(), shape)
+        except (duckdb.Error, KeyError, TypeError):
+            return None
+
     # keyed, chunked, resumable ---------------------------------------------------------
-    def _run_keyed(self, ctx: RunContext, source: str, shape: Any, resuming: bool) -> tuple[int, int]:
+    def _run_keyed(self, ctx: RunContext, source: str, query: str, resuming: bool) -> tuple[int, int]:
         db, p = self.db, self.params
         out = p.outputDataset.id
         cur = db.cursor()
-        query = p.inputData
-        if ROW_NAME not in shape.output_names and not shape.has_star:
-            query = with_row_name(cur, shape)
-        catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
-        qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
         start_after = None
         skipped = 0
         if resuming:
-            start_after = cur.execute(f"SELECT max({ROW_NAME}) FROM {quote_ident(out)}").fetchall()[0][0]
-            skipped = cur.execute(f"SELECT count(*) FROM {quote_ident(out)}").fetchall()[0][0]
+            start_after, skipped = cur.execute(f"SELECT max({ROW_NAME}), count(*) FROM {quote_ident(out)}").fetchall()[0]
         total = cur.execute(
-            f"SELECT count(*) FROM {qualified} WHERE ? IS NULL OR {ROW_NAME} > ?", [start_after, start_after]
+            f"SELECT count(*) FROM {quote_ident(source)} WHERE ? IS NULL OR {ROW_NAME} > ?", [start_after, start_after]
         ).fetchall()[0][0]
+        bar = ctx.bar(total, f"transform → {out}")
+        if not resuming and total <= p.chunkSize:  # one chunk: the query runs over the source as written
+            try:
+                written = self._write_chunk(ctx, query, out, exists=False) if total else 0
+                bar.update(total)
+            finally:
+                bar.close()
+            return written, skipped
+        catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
+        qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
         written = seen = 0
         exists = resuming  # a fresh run dropped the output; its first chunk creates it
-        bar = ctx.bar(total, f"transform → {out}")
-        shadow = quote_ident(source)
+        shadow = quote_ident(source)  # a temp table of the chunk's rows hides the source from the query
         try:
             while seen < total:
                 cur.execute(
@@ -106,9 +117,8 @@ class Transform(Procedure):
                 n, last = cur.execute(f"SELECT count(*), max({ROW_NAME}) FROM temp.main.{shadow}").fetchall()[0]
                 if n == 0:
                     break
-                rows = self._write_chunk(ctx, query, out, exists)
-                written += rows
-                exists = exists or rows > 0
+                written += self._write_chunk(ctx, query, out, exists)
+                exists = True
                 start_after = last
                 seen += n
                 bar.update(n)
@@ -118,29 +128,26 @@ class Transform(Procedure):
         return written, skipped
 
     def _write_chunk(self, ctx: RunContext, query: str, out: str, exists: bool) -> int:
+        """Run the query over the current chunk straight into the output table (no round trip through Arrow).
+
+        Rows already present (by `_rowName`) are skipped, so a resumed run never duplicates them."""
         cur = self.db.cursor()
+        target, select = quote_ident(out), query.strip().rstrip(";")
         with collect_errors() as sink:
             try:
-                table = cur.execute(query).to_arrow_table()
+                if exists:
+                    cur.execute(
+                        f"INSERT INTO {target} BY NAME SELECT * FROM ({select}) c WHERE NOT EXISTS"
+                        f" (SELECT 1 FROM {target} o WHERE o.{ROW_NAME} = c.{ROW_NAME})"
+                    )
+                else:
+                    cur.execute(f"CREATE TABLE {target} AS {select}")
+                written = cur.fetchall()[0][0]
             except duckdb.Error as exc:
                 raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
         for err in sink.drain():
             ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
-        if table.num_rows == 0:
-            return 0
-        if not exists:
-            self.db.write_arrow(out, table, exists=False)
-            return table.num_rows
-        view = "_vdb_transform_chunk"
-        cur.register(view, table)
-        try:
-            cur.execute(
-                f"INSERT INTO {quote_ident(out)} BY NAME SELECT * FROM {view} c WHERE NOT EXISTS"
-                f" (SELECT 1 FROM {quote_ident(out)} o WHERE o.{ROW_NAME} = c.{ROW_NAME})"
-            )
-        finally:
-            cur.unregister(view)
-        return table.num_rows
+        return int(written)
 
     # anything else: one streamed pass -----------------------------------------------------
     def _run_whole(self, ctx: RunContext) -> int:
@@ -167,10 +174,3 @@ class Transform(Procedure):
     # helpers -----------------------------------------------------------------------------------
     def _columns(self, table: str) -> list[str]:
         return [r[0] for r in self.db.cursor().execute(f"DESCRIBE {quote_ident(table)}").fetchall()]
-
-    def _can_add_row_name(self, shape: Any) -> bool:
-        try:
-            with_row_name(self.db.cursor(), shape)
-            return True
-        except (duckdb.Error, KeyError, TypeError):
-            return False
