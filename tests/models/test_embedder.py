@@ -80,7 +80,7 @@ def test_embed_stream_errors_in_order(lite0, clothing_photos: list[bytes], onnx_
         if i == 5:
             items.append(("html", b"<html>nope</html>"))
             items.append(("gone", failing_fetch))
-    batches = list(embedder.embed_stream(items, batch_size=3, decode_threads=2))
+    batches = list(embedder.embed_stream(items, batch_size=3, workers=2))
     keys = [k for good, _, _ in batches for k in good]
     vectors = np.concatenate([v for _, v, _ in batches])
     errors = dict(e for _, _, errs in batches for e in errs)
@@ -98,7 +98,7 @@ def test_embed_stream_stops_early_and_handles_empty(lite0, onnx_cache: Path) -> 
     buf = io.BytesIO()
     Image.new("RGB", (300, 260), (200, 30, 30)).save(buf, "JPEG")
     endless = ((i, buf.getvalue()) for i in range(10**9))
-    stream = embedder.embed_stream(endless, batch_size=4, decode_threads=1)
+    stream = embedder.embed_stream(endless, batch_size=4, workers=1)
     first = next(stream)
     assert first[0] == [0, 1, 2, 3] and first[1].shape == (4, 1280)
     stream.close()  # must not hang or keep decoding the endless input

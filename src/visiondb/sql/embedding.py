@@ -159,7 +159,7 @@ class ImageEmbedding(Function):
                     continue
             items.append((h, blob))
         new: dict[str, np.ndarray] = {}
-        batch = balanced_batch_size(len(items), self.params.batchSize, embedder.backend.concurrency)
+        batch = balanced_batch_size(len(items), self.params.batchSize, embedder.workers)
         for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
             for h, vec in zip(keys, vectors):
                 new[h] = np.asarray(vec, dtype=np.float32)
