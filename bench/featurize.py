@@ -94,10 +94,12 @@ def measure(args: argparse.Namespace) -> dict:
     images = db.sql("SELECT count(*) FROM photos").fetchone()[0]
     db.functions.put("effnet", {"type": "image.embedding", "params": {"model": MODEL}})
     fn = db.functions.instance("effnet")
-    spare = photo_paths(None)[-1]  # warm-up on a photo outside the measured set: loads the model, no cache hit
-    db.functions.apply("effnet", {"url": str(spare.resolve())})
+    spare = photo_paths(None)[-64:]  # warm-up on photos outside the measured set: loads the model, no cache hit
+    db.functions.apply("effnet", {"url": str(spare[0].resolve())})
     embedder = fn.embedder
     batch = fn.params.batchSize
+    # ... and runs the pipeline once at full batch size (worker threads, their buffers, the runtime's arena)
+    list(embedder.embed_stream([(i, p.read_bytes()) for i, p in enumerate(spare)], batch_size=batch))
 
     cores = available_cores()
     own = embedder.backend.name + f"-{embedder.backend.concurrency}x1thread"
