@@ -129,17 +129,15 @@ class VisionDB:
         count = cur.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0]
         return {"rowCount": count, "columns": [{"name": c[0], "type": c[1]} for c in columns]}
 
-    def write_arrow(
-        self, table: str, data: pa.Table | pa.RecordBatch, *, create: bool = True, exists: bool | None = None
-    ) -> int:
-        """Append Arrow rows to a table, creating it from the Arrow schema on first write (`exists`: already known)."""
+    def write_arrow(self, table: str, data: pa.Table | pa.RecordBatch, *, create: bool = True) -> int:
+        """Append Arrow rows to a table, creating it from the Arrow schema on first write."""
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         cur = self.cursor()
         view = f"_vdb_in_{threading.get_ident()}"
         cur.register(view, data)
         try:
-            if not (self.table_exists(table) if exists is None else exists):
+            if not self.table_exists(table):
                 if not create:
                     raise NotFoundError(f"dataset {table!r} does not exist", id=table)
                 cur.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {view}")

@@ -1,4 +1,4 @@
-"""Decode image bytes to upright RGB Pillow images, with fast reduced-size JPEG decoding.
+"""Decode image bytes to upright RGB pixels (arrays or Pillow images), with fast reduced-size JPEG decoding.
 
 Every caller (featurization, training, serving) goes through `decode_array` / `decode_rgb` so the same bytes
 always produce the same pixels: JPEGs via libjpeg-turbo DCT scaling (simplejpeg), everything else via Pillow.
