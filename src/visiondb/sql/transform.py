@@ -137,7 +137,7 @@ class Transform(Procedure):
             try:
                 if exists:
                     cur.execute(
-                        f"INSERT INTO {target} BY NAME SELECT * FROM ({select}) c WHERE NOT EXISTS"
+                        f"INSERT INTO {target} BY NAME SELECT * FROM ({select}\n) c WHERE NOT EXISTS"  # \n: a -- comment
                         f" (SELECT 1 FROM {target} o WHERE o.{ROW_NAME} = c.{ROW_NAME})"
                     )
                 else:
