@@ -53,15 +53,12 @@ def save_model(
         cur = db.cursor()
         if version is None:
             version = cur.execute("SELECT coalesce(max(version), 0) + 1 FROM vdb.models WHERE name = ?", [name]).fetchall()[0][0]
-        cur.execute("DELETE FROM vdb.models WHERE name = ? AND version = ?", [name, version])
-        cur.execute(
-            "INSERT INTO vdb.models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                name, version, algorithm, json.dumps(config, default=str), json.dumps(manifest, default=str),
-                json.dumps(metrics, default=str), model_format, hashlib.sha256(model_bytes).hexdigest(), model_bytes,
-                now(),
-            ],
-        )
+        db.catalog.upsert("vdb.models", {"name": name, "version": version}, {
+            "algorithm": algorithm, "config": json.dumps(config, default=str),
+            "manifest": json.dumps(manifest, default=str), "metrics": json.dumps(metrics, default=str),
+            "model_format": model_format, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+            "model_bytes": model_bytes, "created": now(),
+        })
     return int(version)
 
 

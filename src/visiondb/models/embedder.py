@@ -85,19 +85,25 @@ class Embedder:
         """Vectors for encoded images (raises on the first undecodable one)."""
         return self.embed_images([self.decode(b) for b in blobs], batch_size=batch_size)
 
-    def _embed_small(self, items: list[tuple[K, Source]] | tuple) -> tuple[list[K], np.ndarray, list[tuple[K, str]]]:
-        """The pipeline's result for a handful of rows, computed on the calling thread."""
-        buffer = np.empty((len(items),) + self.preprocessing.shape, dtype=np.float32)
+    def _embed_rows(
+        self, rows: Iterable[tuple[K, Source]], buffer: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[list[K], np.ndarray, list[tuple[K, str]]]:
+        """Fill `buffer` with the rows that decode, forward them, and report the others by cause."""
         keys: list[K] = []
         errors: list[tuple[K, str]] = []
-        for key, source in items:
+        for key, source in rows:
             try:
                 self._fill(source, buffer[len(keys)])
                 keys.append(key)
             except Exception as exc:  # noqa: BLE001 - a bad row is reported, never fatal
                 errors.append((key, _cause(exc)))
-        vectors = self.run(buffer[: len(keys)]) if keys else np.empty((0, self.dim), dtype=np.float32)
+        vectors = forward(buffer[: len(keys)]) if keys else np.empty((0, self.dim), dtype=np.float32)
         return keys, vectors, errors
+
+    def _embed_small(self, items: list[tuple[K, Source]] | tuple) -> tuple[list[K], np.ndarray, list[tuple[K, str]]]:
+        """The pipeline's result for a handful of rows, computed on the calling thread (using every core)."""
+        buffer = np.empty((len(items),) + self.preprocessing.shape, dtype=np.float32)
+        return self._embed_rows(items, buffer, self.run)
 
     def _fill(self, source: Source, out: np.ndarray) -> None:
         """Worker task: fetch (if lazy), decode and preprocess one row into its buffer slot."""
@@ -136,16 +142,7 @@ class Embedder:
             buffer = getattr(local, "buffer", None)
             if buffer is None or len(buffer) < len(batch):
                 buffer = local.buffer = np.empty((batch_size,) + self.preprocessing.shape, dtype=np.float32)
-            keys: list[K] = []
-            errors: list[tuple[K, str]] = []
-            for key, source in batch:
-                try:
-                    self._fill(source, buffer[len(keys)])
-                    keys.append(key)
-                except Exception as exc:  # noqa: BLE001 - a bad row is reported, never fatal
-                    errors.append((key, _cause(exc)))
-            vectors = self.run_part(buffer[: len(keys)]) if keys else np.empty((0, self.dim), dtype=np.float32)
-            return keys, vectors, errors
+            return self._embed_rows(batch, buffer, self.run_part)
 
         iterator = iter(items)
         pool = self._shared_pool() if workers is None else ThreadPoolExecutor(count, thread_name_prefix="visiondb-embed")

@@ -215,15 +215,11 @@ class ImageEmbedding(Function):
 
     def store(self, key: str, vectors: dict[str, np.ndarray]) -> None:
         hashes = list(vectors)
-        matrix = np.stack([vectors[h] for h in hashes]).astype(np.float32)
         table = pa.table(
             {
                 "content_hash": hashes,
                 "model_key": [key] * len(hashes),
-                "vector": pa.ListArray.from_arrays(
-                    pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)),
-                    pa.array(matrix.ravel()),
-                ),
+                "vector": vectors_to_arrow([vectors[h] for h in hashes]),
             }
         )
         with self.db.catalog.lock:
