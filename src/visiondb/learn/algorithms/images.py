@@ -23,36 +23,25 @@ _cache_bytes = 0
 def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
     """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style).
 
-    RGB crops go through the featurization decode (`decode_array` + `centre_crop`), so a fine-tuned network
-    sees the pixels an embedding function would."""
+    Crops go through the featurization decode (`decode_array` + `centre_crop`, greyscale taken after the crop),
+    so a fine-tuned network sees the pixels an embedding function would."""
     if isinstance(data, memoryview):
         data = data.tobytes()
     if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
         raise ImageDecodeError(f"row {row}: expected non-empty encoded image bytes, got {type(data).__name__}", row=row)
-    if resize == "crop" and mode == "RGB":  # the featurization path: same decode, EXIF handling and resampling
-        height, width = size
+    height, width = size
+    if resize == "crop":
         target = round(max(height, width) / 0.875)
         try:
-            pixels = decode_array(bytes(data), min_side=target)
+            pixels = centre_crop(decode_array(bytes(data), min_side=target), height, width, target, "bicubic")
         except ImageDecodeError as exc:
             raise ImageDecodeError(f"row {row}: cannot decode image: {exc.message}", row=row) from None
-        return centre_crop(pixels, height, width, target, "bicubic").transpose(2, 0, 1)
+        if mode == "L":
+            return np.asarray(Image.fromarray(pixels, "RGB").convert("L"))[None]
+        return pixels.transpose(2, 0, 1)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert(mode)
-            height, width = size
-            if resize == "stretch":
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            else:
-                target = round(max(height, width) / 0.875)
-                scale = target / min(img.size)
-                img = img.resize(
-                    (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale))),
-                    Image.Resampling.BICUBIC,
-                )
-                left, top = (img.size[0] - width) // 2, (img.size[1] - height) // 2
-                img = img.crop((left, top, left + width, top + height))
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = np.asarray(img.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"row {row}: cannot decode image: {exc}", row=row) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
