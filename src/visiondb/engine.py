@@ -12,6 +12,7 @@ import pyarrow as pa
 from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
 from .errors import FetchError, NotFoundError, QueryError
+from .storage.embedding_cache import EmbeddingCache
 from .storage.images import IMAGE_SQL_TYPE, ImageRef
 from .storage.media import MediaStore, sha256_hex
 
@@ -37,6 +38,7 @@ class VisionDB:
         if media_dir is None and self.path is not None:
             media_dir = self.path.with_name(self.path.name + ".media")
         self.media = MediaStore(self, Path(media_dir) if media_dir else None)
+        self.embedding_cache = EmbeddingCache(self)
         if cache_dir is None:
             cache_dir = (self.path.with_name(self.path.name + ".cache")) if self.path else self.media.root / "cache"
         self.cache_dir = Path(cache_dir)
@@ -89,6 +91,7 @@ class VisionDB:
             self._con.execute(f"CREATE TYPE image AS {IMAGE_SQL_TYPE}")
 
     def close(self) -> None:
+        self.embedding_cache.close()
         self._con.close()
 
     def __enter__(self) -> "VisionDB":
@@ -100,6 +103,7 @@ class VisionDB:
     # SQL ---------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
         """Run SQL; returns a relation-like result with `.df()`, `.arrow()`, `.fetchall()`."""
+        self.embedding_cache.flush()  # the statement sees every cached vector
         cur = self.cursor()
         try:
             cur.execute(query, params) if params is not None else cur.execute(query)
@@ -108,6 +112,7 @@ class VisionDB:
             raise QueryError(f"SQL error: {exc}", query=query) from None
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> duckdb.DuckDBPyConnection:
+        self.embedding_cache.flush()
         try:
             return self.cursor().execute(query, params) if params is not None else self.cursor().execute(query)
         except duckdb.Error as exc:

@@ -54,3 +54,47 @@ def test_balanced_batches() -> None:
     assert balanced_batch_size(100, 32, 2) == 25  # 4 x 25 instead of 32, 32, 32, 4
     assert balanced_batch_size(5, 32, 2) == 3 and balanced_batch_size(1, 32, 2) == 1
     assert balanced_batch_size(0, 32, 2) == 32 and balanced_batch_size(40, 32, 1) == 20
+
+
+def test_write_behind_cache_is_read_through_and_survives_close(tmp_path: Path) -> None:
+    """Vectors are visible to lookups before the writer stores them; SQL, clear() and close() see them all."""
+    rng = np.random.default_rng(0)
+    vectors = {f"{i:064x}": rng.random(8, dtype=np.float32) for i in range(300)}
+    db = visiondb.connect(tmp_path / "wb.duckdb")
+    cache = db.embedding_cache
+    cache.put("m:1", dict(list(vectors.items())[:10]))
+    got = cache.lookup("m:1", list(vectors)[:12])  # pending or written: either way a hit
+    assert set(got) == set(list(vectors)[:10])
+    np.testing.assert_array_equal(got[next(iter(vectors))], next(iter(vectors.values())))
+    assert cache.lookup("m:2", list(vectors)[:10]) == {}  # another model key is another cache
+    cache.put("m:1", dict(list(vectors.items())[10:]))
+    # statements through db.sql flush first: the table holds every queued vector
+    assert db.sql("SELECT count(*) FROM vdb.embeddings WHERE model_key = 'm:1'").fetchone()[0] == 300
+    cache.put("m:1", {h: v * 2 for h, v in list(vectors.items())[:5]})  # already stored: not duplicated
+    cache.put("m:2", dict(list(vectors.items())[:3]))
+    db.close()  # writes what is pending
+    db = visiondb.connect(tmp_path / "wb.duckdb")
+    try:
+        assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 303
+        again = db.embedding_cache.lookup("m:2", list(vectors))
+        assert sorted(again) == sorted(list(vectors)[:3])
+        assert db.embedding_cache.clear("m:2") == 3
+        assert db.embedding_cache.lookup("m:2", list(vectors)) == {}
+        assert db.embedding_cache.write_errors == 0
+    finally:
+        db.close()
+
+
+def test_media_sources_defer_file_reads(tmp_path: Path, photos: list[Path]) -> None:
+    """Stored files come back as readers (the pipeline's workers read them); inline blobs as bytes."""
+    db = visiondb.connect(tmp_path / "media.duckdb")
+    try:
+        big = photos[0].read_bytes()
+        tiny = b"\x89PNG tiny"
+        big_sha, tiny_sha = db.media.put(big), db.media.put(tiny)
+        sources = db.media.sources([big_sha, tiny_sha, "0" * 64])
+        assert callable(sources[big_sha]) and sources[big_sha]() == big
+        assert sources[tiny_sha] == tiny and "0" * 64 not in sources
+        assert db.media.get_many([big_sha, tiny_sha]) == {big_sha: big, tiny_sha: tiny}
+    finally:
+        db.close()

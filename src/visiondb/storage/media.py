@@ -7,7 +7,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
@@ -88,12 +88,17 @@ class MediaStore:
 
     def get_many(self, shas: list[str]) -> dict[str, bytes]:
         """Fetch many hashes; inline ones in a single query."""
-        found: dict[str, bytes] = {}
+        return {sha: source() if callable(source) else source for sha, source in self.sources(shas).items()}
+
+    def sources(self, shas: list[str]) -> dict[str, bytes | Callable[[], bytes]]:
+        """Like `get_many`, but stored files come back as readers (`Path.read_bytes`), so whoever decodes
+        them reads them: the embedding pipeline's workers, in parallel, instead of one thread before it starts."""
+        found: dict[str, bytes | Callable[[], bytes]] = {}
         missing = []
         for sha in shas:
             path = self.path_for(sha)
             if path.exists():
-                found[sha] = path.read_bytes()
+                found[sha] = path.read_bytes
             elif sha in self._transient:
                 found[sha] = self._transient[sha]
             else:
