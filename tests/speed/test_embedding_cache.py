@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +72,13 @@ def test_write_behind_cache_is_read_through_and_survives_close(tmp_path: Path) -
     # statements through db.sql flush first: the table holds every queued vector
     assert db.sql("SELECT count(*) FROM vdb.embeddings WHERE model_key = 'm:1'").fetchone()[0] == 300
     cache.put("m:1", {h: v * 2 for h, v in list(vectors.items())[:5]})  # already stored: not duplicated
-    cache.put("m:2", dict(list(vectors.items())[:3]))
+    cache.put("m:2", {h: v[:4] for h, v in list(vectors.items())[:3]})  # another width, same write batch
     db.close()  # writes what is pending
     db = visiondb.connect(tmp_path / "wb.duckdb")
     try:
         assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 303
         again = db.embedding_cache.lookup("m:2", list(vectors))
-        assert sorted(again) == sorted(list(vectors)[:3])
+        assert sorted(again) == sorted(list(vectors)[:3]) and all(len(v) == 4 for v in again.values())
         assert db.embedding_cache.clear("m:2") == 3
         assert db.embedding_cache.lookup("m:2", list(vectors)) == {}
         assert db.embedding_cache.write_errors == 0
@@ -96,5 +97,27 @@ def test_media_sources_defer_file_reads(tmp_path: Path, photos: list[Path]) -> N
         assert callable(sources[big_sha]) and sources[big_sha]() == big
         assert sources[tiny_sha] == tiny and "0" * 64 not in sources
         assert db.media.get_many([big_sha, tiny_sha]) == {big_sha: big, tiny_sha: tiny}
+    finally:
+        db.close()
+
+
+def test_cache_writer_ends_when_idle_and_restarts(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """An idle writer thread ends (unclosed databases keep no thread); the next vectors start another."""
+    from visiondb.storage import embedding_cache
+
+    monkeypatch.setattr(embedding_cache, "IDLE_EXIT_S", 0.05)
+    monkeypatch.setattr(embedding_cache, "LINGER_S", 0.01)
+    db = visiondb.connect(tmp_path / "idle.duckdb")
+    try:
+        cache = db.embedding_cache
+        cache.put("m", {"a" * 64: np.ones(3, dtype=np.float32)})
+        cache.flush()
+        first = cache._writer
+        deadline = time.monotonic() + 10
+        while cache._writer is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cache._writer is None and first is not None and not first.is_alive()
+        cache.put("m", {"b" * 64: np.zeros(3, dtype=np.float32)})
+        assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 2
     finally:
         db.close()

@@ -24,6 +24,8 @@ LINGER_S = 0.2
 """How long the writer waits for more vectors before writing (one INSERT per ~2 batches of a transform, not one each)."""
 MAX_PENDING_ROWS = 256
 """Pending rows that trigger a write without waiting out the linger."""
+IDLE_EXIT_S = 5.0
+"""The writer thread ends after this long with nothing to write (the next `put` starts another)."""
 
 _OPEN: "weakref.WeakSet[EmbeddingCache]" = weakref.WeakSet()
 
@@ -87,9 +89,13 @@ class EmbeddingCache:
             for h, vector in vectors.items():
                 self._pending[(h, key)] = vector
             if self._writer is None:
-                self._writer = threading.Thread(target=self._run, name="visiondb-embedding-cache", daemon=True)
-                self._writer.start()
+                self._start_writer()
             self._cond.notify_all()
+
+    def _start_writer(self) -> None:
+        """Start the writer thread (caller holds the condition's lock)."""
+        self._writer = threading.Thread(target=self._run, name="visiondb-embedding-cache", daemon=True)
+        self._writer.start()
 
     def flush(self) -> None:
         """Block until every queued vector is in `vdb.embeddings`."""
@@ -99,7 +105,9 @@ class EmbeddingCache:
             self._flush_requested = True
             self._cond.notify_all()
             while self._pending or self._writing:
-                self._cond.wait()
+                if self._writer is None or not self._writer.is_alive():
+                    self._start_writer()  # it ended (idle) just as vectors arrived
+                self._cond.wait(1.0)
 
     def clear(self, key: str | None = None) -> int:
         """Delete cached vectors (of one model key, or all); returns how many rows went."""
@@ -123,8 +131,12 @@ class EmbeddingCache:
     def _run(self) -> None:
         while True:
             with self._cond:
+                idle_until = time.monotonic() + IDLE_EXIT_S
                 while not self._pending and not self._closed:
-                    self._cond.wait()
+                    if not self._cond.wait(max(0.0, idle_until - time.monotonic())) and not self._pending:
+                        if self._writer is threading.current_thread():
+                            self._writer = None  # idle: end, so unclosed databases do not keep a thread each
+                        return
                 deadline = time.monotonic() + LINGER_S
                 while (not self._closed and not self._flush_requested and len(self._pending) < MAX_PENDING_ROWS
                        and (left := deadline - time.monotonic()) > 0):
@@ -145,12 +157,17 @@ class EmbeddingCache:
 
     def _insert(self, rows: dict[tuple[str, str], np.ndarray]) -> None:
         """One INSERT of `rows`, skipping keys already stored."""
-        keys = list(rows)
-        table = pa.table({
-            "content_hash": [h for h, _ in keys],
-            "model_key": [k for _, k in keys],
-            "vector": vectors_to_arrow([rows[k] for k in keys]),
-        })
+        by_model: dict[str, list[str]] = {}
+        for h, key in rows:
+            by_model.setdefault(key, []).append(h)
+        table = pa.concat_tables(  # built per model key: each key has its own vector width
+            pa.table({
+                "content_hash": hashes,
+                "model_key": [key] * len(hashes),
+                "vector": vectors_to_arrow([rows[(h, key)] for h in hashes]),
+            })
+            for key, hashes in by_model.items()
+        )
         cur = self.db.aux_cursor()
         cur.register("_vdb_new_vectors", table)
         try:
