@@ -103,19 +103,21 @@ def measure(args: argparse.Namespace) -> dict:
 
     cores = available_cores()
     own = embedder.backend.name + f"-{embedder.backend.concurrency}x1thread"
+    backbone = load_backbone(MODEL)
     references = {own: embedder}
+    if cores > 1:  # the other ONNX layout, one session with an intra-op thread per core
+        references[f"onnx-cpu-1x{cores}threads"] = Embedder(
+            backbone, "pooled", OnnxBackend(backbone, "pooled", CACHE / "onnx", threads=cores))
     bare: dict[str, list[tuple[float, float]]] = {}
 
-    def bare_round(skip: str | None = None) -> None:
+    def bare_round() -> None:
         for name, emb in references.items():
-            if name == skip:
-                continue
             n = args.bare_images if not name.startswith("torch") else max(64, args.bare_images // 2)
             bare.setdefault(name, []).append(bare_forward(emb, n, batch))
 
-    # The machine's speed drifts by +-15 % from minute to minute, so the end-to-end run and the pipeline's own
-    # runtime are timed in alternating rounds (cache emptied before each end-to-end run) and medians compared.
-    # The other references are timed only after all rounds, so their memory does not count in the featurize RSS.
+    # The machine's speed drifts by +-15 % from minute to minute, so the end-to-end run and both ONNX Runtime
+    # layouts are timed in alternating rounds (cache emptied before each end-to-end run) and medians compared.
+    # PyTorch (never the fastest on CPU) is timed only after all rounds, so its memory is not in the featurize RSS.
     query = "SELECT label, effnet(image) AS features FROM photos"
     config = {"type": "transform", "params": {"inputData": query, "outputDataset": "features"}}
     e2e_runs: list[tuple[float, float]] = []
@@ -131,13 +133,10 @@ def measure(args: argparse.Namespace) -> dict:
     rows_before = fn.forward_rows
     reruns = [timed(lambda: db.procedures.run("feat"))[0] for _ in range(args.rounds + 2)]
     forward_rerun = fn.forward_rows - rows_before
-    featurize_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the torch baselines run
-    backbone = load_backbone(MODEL)
-    references[f"onnx-cpu-1x{cores}threads"] = Embedder(
-        backbone, "pooled", OnnxBackend(backbone, "pooled", CACHE / "onnx", threads=cores))
-    references["torch-cpu"] = Embedder(backbone, "pooled", TorchBackend(backbone, "pooled", device="cpu"))
+    featurize_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the torch baseline runs
+    references = {"torch-cpu": Embedder(backbone, "pooled", TorchBackend(backbone, "pooled", device="cpu"))}  # alone now
     for _ in range(2):
-        bare_round(skip=own)
+        bare_round()
     written = db.sql("SELECT count(*), count(features) FROM features").fetchone()
 
     naive_paths = paths[: args.naive_images]

@@ -123,3 +123,29 @@ def test_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode_mod, "MAX_PIXELS", 1000)
     with pytest.raises(ImageDecodeError, match="image too large: 64x48"):
         probe_image(data)
+
+
+def test_resampling_stays_on_the_calling_thread() -> None:
+    """Crops run PyTorch on the calling thread only; the thread's and other threads' settings are left alone."""
+    import threading
+
+    import torch
+
+    from visiondb.imaging.preprocess import EFFICIENTNET
+    from visiondb.imaging.threads import torch_on_this_thread
+
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        with torch_on_this_thread():
+            seen["inside"] = torch.get_num_threads()
+        seen["after"] = torch.get_num_threads()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["inside"] == 1 and seen["after"] == before and torch.get_num_threads() == before
+    pixels = np.random.default_rng(0).integers(0, 256, (533, 400, 3), dtype=np.uint8)
+    assert EFFICIENTNET(224).to_array(pixels).shape == (3, 224, 224)
+    assert torch.get_num_threads() == before

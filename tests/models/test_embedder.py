@@ -40,6 +40,18 @@ def test_onnx_matches_torch_and_is_cached(lite0, photo_batch: np.ndarray, onnx_c
         assert not again.exported and again.path.stat().st_mtime_ns == mtime
 
 
+def test_onnx_call_rows_keep_vectors(lite0, photo_batch: np.ndarray, onnx_cache: Path) -> None:
+    """The default 2-row session calls (faster on CPU) and the 2-core split give the whole-batch call's vectors."""
+    whole = OnnxBackend(lite0, "pooled", cache_dir=onnx_cache, call_rows=len(photo_batch))
+    paired = OnnxBackend(lite0, "pooled", cache_dir=onnx_cache)
+    assert paired.call_rows == 2
+    expected = whole.run_part(photo_batch)
+    for batch in (photo_batch, photo_batch[:5], photo_batch[:1]):
+        for got in (paired.run_part(batch), paired.run(batch)):
+            assert got.shape == (len(batch), 1280)
+            np.testing.assert_allclose(got, expected[: len(batch)], atol=1e-5, rtol=1e-5)
+
+
 def test_make_backend_choices(lite0, onnx_cache: Path) -> None:
     assert make_backend(lite0, "pooled", "auto", cache_dir=onnx_cache).name == "onnx-cpu"  # no CUDA here
     assert make_backend(lite0, "pooled", "torch").name.startswith("torch-")

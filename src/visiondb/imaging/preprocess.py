@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from visiondb.imaging.threads import torch_on_this_thread
+
 DECODE_VERSION = "dec3"
 """Bumped whenever the decoded or cropped pixels change, so cached embeddings keyed by `Preprocessing.id` are invalidated.
 
@@ -31,10 +33,11 @@ def _resample(pixels: np.ndarray, height: int, width: int, interpolation: str) -
     if not pixels.flags.writeable:
         pixels = pixels.copy()
     x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
-    if interpolation == "nearest":
-        y = F.interpolate(x, size=(height, width), mode="nearest-exact")
-    else:
-        y = F.interpolate(x, size=(height, width), mode=interpolation, antialias=True, align_corners=False)
+    with torch_on_this_thread():  # one photo is too small to share: a thread team costs more CPU than it saves
+        if interpolation == "nearest":
+            y = F.interpolate(x, size=(height, width), mode="nearest-exact")
+        else:
+            y = F.interpolate(x, size=(height, width), mode=interpolation, antialias=True, align_corners=False)
     return y[0].permute(1, 2, 0).numpy()
 
 

@@ -1,0 +1,60 @@
+"""Run small PyTorch CPU ops on the calling thread only, without touching the process-wide thread setting.
+
+PyTorch's CPU kernels fork an OpenMP team of `torch.get_num_threads()` threads for ops as small as resampling
+one photo. When several pipeline workers do that at once, each becomes the master of its own team and the
+teams' spin-waiting threads take the cores the forward passes need: measured 0.64-0.81 ms CPU per 224 crop
+with 2 threads against 0.34 ms with one, and ~5 % more images/s through the pipeline on 2 cores.
+`torch.set_num_threads(1)` would fix it for the whole process (training, other requests); OpenMP's own
+`omp_set_num_threads` changes only the calling thread's setting, so this module calls that, scoped.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+_OPENMP_NAMES = ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*")
+_resolved = threading.Lock()
+_omp_set_num_threads = None
+_looked_up = False
+
+
+def _torch_openmp_setter():  # noqa: ANN202 - a ctypes function or None
+    """`omp_set_num_threads` of the OpenMP runtime PyTorch ships with (None when PyTorch does not use OpenMP)."""
+    global _omp_set_num_threads, _looked_up
+    with _resolved:
+        if _looked_up:
+            return _omp_set_num_threads
+        _looked_up = True
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return None
+        lib_dir = Path(torch.__file__).parent / "lib"
+        for pattern in _OPENMP_NAMES:
+            for path in sorted(lib_dir.glob(pattern)):
+                try:
+                    setter = ctypes.CDLL(str(path)).omp_set_num_threads
+                except (OSError, AttributeError):
+                    continue
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                _omp_set_num_threads = setter
+                return setter
+        return None
+
+
+@contextlib.contextmanager
+def torch_on_this_thread() -> Iterator[None]:
+    """Within the block, PyTorch CPU ops run on the calling thread alone; the thread's setting is restored after."""
+    before = torch.get_num_threads()  # also runs PyTorch's once-per-thread setup, so it cannot undo ours later
+    setter = _torch_openmp_setter() if before > 1 else None
+    if setter is None:
+        yield
+        return
+    setter(1)
+    try:
+        yield
+    finally:
+        setter(before)
