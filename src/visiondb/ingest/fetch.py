@@ -18,10 +18,11 @@ from typing import IO, Callable, Iterator, Sequence
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
+import httpcore
 import httpx
 from tqdm import tqdm
 
-from visiondb.errors import FetchError, VisionDBError
+from visiondb.errors import AccessDeniedError, FetchError, VisionDBError
 from visiondb.ingest.archives import ArchiveReader
 from visiondb.ingest.formats import looks_like_image, maybe_decompress
 from visiondb.ingest.policy import FetchPolicy
@@ -66,6 +67,43 @@ def parse_uri(uri: str) -> ParsedURI:
     if "://" in uri:
         raise FetchError(f"unsupported URI scheme {scheme!r}: {uri}", uri=uri)
     return ParsedURI("local", uri, path=Path(uri).expanduser())
+
+
+class PinnedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to addresses the policy allowed when it resolved the host.
+
+    `FetchPolicy.check_url` refuses private hosts before a request; this closes the gap after it, where a name
+    could resolve to a public address for the check and a private one for the connection (DNS rebinding).
+    TLS still verifies the certificate against the URL's host name."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:  # noqa: ANN001 - httpcore's socket option tuples
+        last: Exception | None = None
+        for address in self.policy.allowed_addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:  # try the next address, as the OS would
+                last = exc
+        assert last is not None
+        raise last
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool that uses `PinnedBackend` (httpx 0.28 takes no backend argument,
+    so the pool it builds is replaced by an equal one with the backend set)."""
+
+    def __init__(self, policy: FetchPolicy, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(policy),
+        )
 
 
 class Fetcher:
@@ -252,9 +290,11 @@ class Fetcher:
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.policy.concurrency)
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(self.policy.timeout),
-                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=self.policy.concurrency),
+                    limits=limits,
+                    transport=PinnedTransport(self.policy, limits) if self.policy.block_private else None,
                     follow_redirects=False,
                     trust_env=False,
                     headers={"User-Agent": _USER_AGENT},
@@ -316,6 +356,10 @@ class Fetcher:
                             raise FetchError(f"response larger than {limit} bytes from {where}", uri=original, status=code)
                         sink.write(chunk)
                     return code, None, resp.headers.get("content-type")
+            except FetchError as exc:  # from PinnedBackend: the host's addresses changed since check_url
+                if exc.uri is not None:
+                    raise
+                raise type(exc)(f"{exc.message} (fetching {where})", uri=original, **exc.details) from None
             except httpx.TimeoutException as exc:
                 last = FetchError(f"timed out after {self.policy.timeout} s fetching {where}", uri=original)
                 last.__cause__ = exc

@@ -91,17 +91,29 @@ class FetchPolicy:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:
             raise FetchError(f"invalid port in URL {url}", uri=url) from exc
+        self.allowed_addresses(host, port, url)
+
+    def allowed_addresses(self, host: str, port: int, url: str | None = None) -> list[str]:
+        """The addresses `host` resolves to, in resolver order; AccessDeniedError if any of them is not allowed.
+
+        The fetcher connects only to these (`fetch.PinnedBackend` calls this per connection), so a name that
+        re-resolves to a private address after `check_url` (DNS rebinding) cannot slip through."""
+        target = url or f"{host}:{port}"
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise FetchError(f"cannot resolve host {host!r} of {url}: {exc.strerror or exc}", uri=url) from exc
+            raise FetchError(f"cannot resolve host {host!r} of {target}: {exc.strerror or exc}", uri=url) from exc
+        addresses: list[str] = []
         for info in infos:
             raw = info[4][0].split("%", 1)[0]
             addr = ipaddress.ip_address(raw)
-            if not self.address_allowed(addr):
+            if self.block_private and not self.address_allowed(addr):
                 raise AccessDeniedError(
-                    f"refused to fetch {url}: host {host} resolves to non-public address {addr} "
+                    f"refused to fetch {target}: host {host} resolves to non-public address {addr} "
                     f"(add it to allow_fetch to permit)",
                     uri=url,
                     address=str(addr),
                 )
+            if raw not in addresses:
+                addresses.append(raw)
+        return addresses
