@@ -22,7 +22,7 @@ import httpcore
 import httpx
 from tqdm import tqdm
 
-from visiondb.errors import AccessDeniedError, FetchError, VisionDBError
+from visiondb.errors import FetchError, VisionDBError
 from visiondb.ingest.archives import ArchiveReader
 from visiondb.ingest.formats import looks_like_image, maybe_decompress
 from visiondb.ingest.policy import FetchPolicy
