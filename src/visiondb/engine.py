@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -31,6 +32,7 @@ class VisionDB:
         self.path = Path(path).resolve() if path not in (None, ":memory:") else None
         self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
         self._local = threading.local()
+        self._cursors: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()  # closed by close()
         self._fetch_policy = fetch_policy
         self._fetcher: Any = None
         self._create_types()
@@ -55,16 +57,19 @@ class VisionDB:
         """A per-thread cursor on the shared database (DuckDB connections are not thread-safe)."""
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            cur = self._con.cursor()
-            self._local.cursor = cur
+            cur = self._local.cursor = self._new_cursor()
         return cur
 
     def aux_cursor(self) -> duckdb.DuckDBPyConnection:
         """A second per-thread cursor for work done inside a running query (UDFs may not reuse the query's own)."""
         cur = getattr(self._local, "aux", None)
         if cur is None:
-            cur = self._con.cursor()
-            self._local.aux = cur
+            cur = self._local.aux = self._new_cursor()
+        return cur
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._con.cursor()
+        self._cursors.add(cur)
         return cur
 
     @property
@@ -91,7 +96,14 @@ class VisionDB:
             self._con.execute(f"CREATE TYPE image AS {IMAGE_SQL_TYPE}")
 
     def close(self) -> None:
+        """Store pending cache writes, then close every cursor and the connection.
+
+        Cursors are closed one by one: a thread-local cursor left in a reference cycle otherwise keeps the
+        DuckDB instance open until the garbage collector runs, and a reopen of the same file in this process
+        would get the old instance (with the old Python UDFs still registered)."""
         self.embedding_cache.close()
+        for cur in list(self._cursors):
+            cur.close()
         self._con.close()
 
     def __enter__(self) -> "VisionDB":
