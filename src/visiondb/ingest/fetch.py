@@ -22,7 +22,7 @@ import httpcore
 import httpx
 from tqdm import tqdm
 
-from visiondb.errors import FetchError, VisionDBError
+from visiondb.errors import AccessDeniedError, FetchError, VisionDBError
 from visiondb.ingest.archives import ArchiveReader
 from visiondb.ingest.formats import looks_like_image, maybe_decompress
 from visiondb.ingest.policy import FetchPolicy
@@ -72,9 +72,9 @@ def parse_uri(uri: str) -> ParsedURI:
 class PinnedBackend(httpcore.SyncBackend):
     """httpcore's socket backend, connecting only to addresses the policy allowed when it resolved the host.
 
-    `FetchPolicy.check_url` refuses private hosts before a request; this closes the gap after it, where a name
-    could resolve to a public address for the check and a private one for the connection (DNS rebinding).
-    TLS still verifies the certificate against the URL's host name."""
+    Every connection (each redirect hop's too) is checked here, before any packet is sent, on the very
+    addresses it then uses: one DNS lookup, and no window for a name to re-resolve to a private address
+    (DNS rebinding). TLS still verifies the certificate against the URL's host name."""
 
     def __init__(self, policy: FetchPolicy) -> None:
         self.policy = policy
@@ -356,10 +356,13 @@ class Fetcher:
                             raise FetchError(f"response larger than {limit} bytes from {where}", uri=original, status=code)
                         sink.write(chunk)
                     return code, None, resp.headers.get("content-type")
-            except FetchError as exc:  # from PinnedBackend: the host's addresses changed since check_url
+            except FetchError as exc:  # PinnedBackend refused the host or could not resolve it: name the URL
                 if exc.uri is not None:
                     raise
-                raise type(exc)(f"{exc.message} (fetching {where})", uri=original, **exc.details) from None
+                if isinstance(exc, AccessDeniedError):
+                    raise AccessDeniedError(f"refused to fetch {where}: {exc.message}", uri=original,
+                                            **exc.details) from None
+                raise FetchError(f"{exc.message} (fetching {where})", uri=original, **exc.details) from None
             except httpx.TimeoutException as exc:
                 last = FetchError(f"timed out after {self.policy.timeout} s fetching {where}", uri=original)
                 last.__cause__ = exc

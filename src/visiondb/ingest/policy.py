@@ -78,40 +78,36 @@ class FetchPolicy:
         return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
     def check_url(self, url: str) -> None:
-        """Resolve the URL's host (DNS) and refuse it if any resolved address is not allowed."""
+        """Refuse a URL this policy can never fetch (scheme, host, port). Its host's addresses are checked when
+        the connection opens (`allowed_addresses`, called by `fetch.PinnedBackend`), once, on the addresses used."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {parts.scheme!r}: {url}", uri=url)
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise FetchError(f"URL has no host: {url}", uri=url)
         if not self.block_private:
             return
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            parts.port  # noqa: B018 - reading it raises ValueError on a malformed port
         except ValueError as exc:
             raise FetchError(f"invalid port in URL {url}", uri=url) from exc
-        self.allowed_addresses(host, port, url)
 
-    def allowed_addresses(self, host: str, port: int, url: str | None = None) -> list[str]:
+    def allowed_addresses(self, host: str, port: int) -> list[str]:
         """The addresses `host` resolves to, in resolver order; AccessDeniedError if any of them is not allowed.
 
-        The fetcher connects only to these (`fetch.PinnedBackend` calls this per connection), so a name that
-        re-resolves to a private address after `check_url` (DNS rebinding) cannot slip through."""
-        target = url or f"{host}:{port}"
+        The fetcher connects only to these, so a name cannot resolve to a public address for a check and to a
+        private one for the connection (DNS rebinding). The caller names the URL in the error."""
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise FetchError(f"cannot resolve host {host!r} of {target}: {exc.strerror or exc}", uri=url) from exc
+            raise FetchError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
         addresses: list[str] = []
         for info in infos:
             raw = info[4][0].split("%", 1)[0]
             addr = ipaddress.ip_address(raw)
-            if self.block_private and not self.address_allowed(addr):
+            if not self.address_allowed(addr):
                 raise AccessDeniedError(
-                    f"refused to fetch {target}: host {host} resolves to non-public address {addr} "
-                    f"(add it to allow_fetch to permit)",
-                    uri=url,
+                    f"host {host} resolves to non-public address {addr} (add it to allow_fetch to permit)",
                     address=str(addr),
                 )
             if raw not in addresses:
