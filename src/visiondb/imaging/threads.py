@@ -10,38 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import threading
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 _OPENMP_NAMES = ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*")
-_resolved = threading.Lock()
-_omp_set_num_threads = None
-_looked_up = False
 
 
+@functools.cache
 def _torch_openmp_setter():  # noqa: ANN202 - a ctypes function or None
     """`omp_set_num_threads` of the OpenMP runtime PyTorch ships with (None when PyTorch does not use OpenMP)."""
-    global _omp_set_num_threads, _looked_up
-    with _resolved:
-        if _looked_up:
-            return _omp_set_num_threads
-        _looked_up = True
-        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-            return None
-        lib_dir = Path(torch.__file__).parent / "lib"
-        for pattern in _OPENMP_NAMES:
-            for path in sorted(lib_dir.glob(pattern)):
-                try:
-                    setter = ctypes.CDLL(str(path)).omp_set_num_threads
-                except (OSError, AttributeError):
-                    continue
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                _omp_set_num_threads = setter
-                return setter
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None
+    lib_dir = Path(torch.__file__).parent / "lib"
+    for pattern in _OPENMP_NAMES:
+        for path in sorted(lib_dir.glob(pattern)):
+            try:
+                setter = ctypes.CDLL(str(path)).omp_set_num_threads
+            except (OSError, AttributeError):
+                continue
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            return setter
+    return None
 
 
 @contextlib.contextmanager
