@@ -103,3 +103,21 @@ def test_killed_transform_resumes_without_duplicates(tmp_path):
         assert status["rowsWritten"] == 200 - partial
         assert db.sql("SELECT count(*), count(DISTINCT _rowName), sum(w) FROM doubled").fetchone() == (
             200, 200, 2 * sum(range(200)))
+
+
+def test_one_chunk_rerun_replaces_the_output_atomically(tmp_path):
+    """An output written by one statement is dropped, rewritten and marked complete in one transaction:
+    a re-run that fails leaves the previous output and its dataset entry as they were."""
+    with visiondb.connect(tmp_path / "atomic.duckdb") as db:
+        db.sql("CREATE TABLE src AS SELECT 'r' || i AS _rowName, i::VARCHAR AS v FROM range(5) t(i)")
+        db.procedures.put("cast", {"type": "transform", "params": {
+            "inputData": "SELECT CAST(v AS INTEGER) AS n FROM src", "outputDataset": "out"}})
+        assert db.sql("SELECT sum(n) FROM out").fetchone()[0] == 10
+        db.sql("UPDATE src SET v = 'not a number' WHERE _rowName = 'r3'")
+        run = db.procedures.run("cast", raise_errors=False)
+        assert run["state"] == "error" and "inputData" in str(run["status"])
+        assert db.sql("SELECT count(*), sum(n) FROM out").fetchone() == (5, 10)
+        assert db.datasets.exists("out")
+        db.sql("UPDATE src SET v = '30' WHERE _rowName = 'r3'")
+        assert db.procedures.run("cast")["status"]["rowsWritten"] == 5
+        assert db.sql("SELECT sum(n) FROM out").fetchone()[0] == 37

@@ -89,21 +89,23 @@ class Catalog:
         return marker.get("signature") == signature and not marker.get("complete") and self.db.table_exists(output)
 
     # runs -------------------------------------------------------------------
-    def save_run(self, record: dict) -> None:
+    def save_run(self, record: dict, new: bool = False) -> None:
+        """Store a run record; `new` (a run id never saved before) skips looking for the row to update."""
+        keys = {"procedure_id": record["procedure"], "run_id": record["id"]}
+        fields = {
+            "state": record["state"],
+            "params": json.dumps(record.get("params") or {}),
+            "status": json.dumps(record.get("status"), default=str),
+            "errors": json.dumps(record.get("errors") or [], default=str),
+            "progress": json.dumps(record.get("progress") or {}, default=str),
+            "run_started": record.get("runStarted"),
+            "run_finished": record.get("runFinished"),
+        }
         with self.lock:
-            self.upsert(
-                "vdb.runs",
-                {"procedure_id": record["procedure"], "run_id": record["id"]},
-                {
-                    "state": record["state"],
-                    "params": json.dumps(record.get("params") or {}),
-                    "status": json.dumps(record.get("status"), default=str),
-                    "errors": json.dumps(record.get("errors") or [], default=str),
-                    "progress": json.dumps(record.get("progress") or {}, default=str),
-                    "run_started": record.get("runStarted"),
-                    "run_finished": record.get("runFinished"),
-                },
-            )
+            if new:
+                self.insert("vdb.runs", {**fields, **keys})
+            else:
+                self.upsert("vdb.runs", keys, fields)
 
     def upsert(self, table: str, keys: dict[str, Any], fields: dict[str, Any]) -> None:
         """UPDATE the row with these key values, else INSERT it (2.5x faster than DuckDB's INSERT OR REPLACE).
@@ -114,8 +116,12 @@ class Catalog:
         assignments = ", ".join(f"{column} = ?" for column in fields)
         match = " AND ".join(f"{column} = ?" for column in keys)
         if not cur.execute(f"UPDATE {table} SET {assignments} WHERE {match}", values).fetchall()[0][0]:
-            columns = ", ".join([*fields, *keys])
-            cur.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' for _ in values)})", values)
+            self.insert(table, {**fields, **keys})
+
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        """INSERT one row (table and column names are this module's constants; values are bound)."""
+        marks = ", ".join("?" for _ in row)
+        self.db.cursor().execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", list(row.values()))
 
     def load_runs(self, procedure_id: str, run_id: str | None = None) -> list[dict]:
         query = (

@@ -287,7 +287,7 @@ class ProcedureCollection(Collection):
         ctx = RunContext(self.db, id, run_id, record)
         ctx.procedure = procedure  # type: ignore[attr-defined]
         self._live[(id, run_id)] = record
-        self.db.catalog.save_run(record)
+        self.db.catalog.save_run(record, new=True)
         return record, ctx
 
     def execute(self, ctx: RunContext, *, raise_errors: bool = True) -> dict:

@@ -47,19 +47,25 @@ class Transform(Procedure):
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
         # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
         resuming = keyed_query is not None and p.resume and db.catalog.resumable(out, signature)
-        with db.transaction():
-            if not resuming:
-                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-            db.catalog.set_marker(out, self.type_name, signature, complete=False)
-        if keyed_query is not None:
-            assert shape.source_table is not None
-            written, skipped = self._run_keyed(ctx, shape.source_table, keyed_query, resuming)
-            row_count = written + skipped
+        total = self._count(shape.source_table, None) if keyed_query is not None and not resuming else None
+        if total is not None and total <= p.chunkSize:
+            assert keyed_query is not None
+            written, skipped = self._replace(ctx, keyed_query, out, total, signature), 0
+            row_count = written
         else:
-            written, skipped = self._run_whole(ctx), 0
-            row_count = db.table_status(out)["rowCount"]
-        db.catalog.set_marker(out, self.type_name, signature, complete=True)
-        db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
+            with db.transaction():
+                if not resuming:
+                    cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+                db.catalog.set_marker(out, self.type_name, signature, complete=False)
+            if keyed_query is not None:
+                assert shape.source_table is not None
+                written, skipped = self._run_keyed(ctx, shape.source_table, keyed_query, resuming)
+                row_count = written + skipped
+            else:
+                written, skipped = self._run_whole(ctx), 0
+                row_count = db.table_status(out)["rowCount"]
+            with db.transaction():
+                self._finish(out, signature)
         return {
             "outputDataset": out,
             "rowsWritten": written,
@@ -68,6 +74,11 @@ class Transform(Procedure):
             "rowCount": row_count,
             "errorCount": ctx.record.get("errorCount", 0),
         }
+
+    def _finish(self, out: str, signature: str) -> None:
+        """Mark the output complete and catalogue it as a dataset."""
+        self.db.catalog.set_marker(out, self.type_name, signature, complete=True)
+        self.db.datasets.register_output(out, self.params.outputDataset.type, {"createdBy": self.id})
 
     def _keyed_query(self, shape: Any) -> str | None:
         """The input query with the source's `_rowName` in its output, or None when rows have no identity
@@ -83,6 +94,28 @@ class Transform(Procedure):
             return None
 
     # keyed, chunked, resumable ---------------------------------------------------------
+    def _count(self, source: str | None, start_after: Any) -> int:
+        """Rows of the source after `_rowName` `start_after` (all rows when None)."""
+        return self.db.cursor().execute(
+            f"SELECT count(*) FROM {quote_ident(source or '')} WHERE ? IS NULL OR {ROW_NAME} > ?",
+            [start_after, start_after],
+        ).fetchall()[0][0]
+
+    def _replace(self, ctx: RunContext, query: str, out: str, total: int, signature: str) -> int:
+        """One chunk's worth of rows: the query runs over the source as written, and dropping the old output,
+        writing the new one and marking it complete commit together (one WAL sync; a run that fails leaves the
+        previous output as it was)."""
+        bar = ctx.bar(total, f"transform → {out}")
+        try:
+            with self.db.transaction() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+                written = self._write_chunk(ctx, query, out, exists=False) if total else 0
+                self._finish(out, signature)
+            bar.update(total)
+        finally:
+            bar.close()
+        return written
+
     def _run_keyed(self, ctx: RunContext, source: str, query: str, resuming: bool) -> tuple[int, int]:
         db, p = self.db, self.params
         out = p.outputDataset.id
@@ -91,17 +124,8 @@ class Transform(Procedure):
         skipped = 0
         if resuming:
             start_after, skipped = cur.execute(f"SELECT max({ROW_NAME}), count(*) FROM {quote_ident(out)}").fetchall()[0]
-        total = cur.execute(
-            f"SELECT count(*) FROM {quote_ident(source)} WHERE ? IS NULL OR {ROW_NAME} > ?", [start_after, start_after]
-        ).fetchall()[0][0]
+        total = self._count(source, start_after)
         bar = ctx.bar(total, f"transform → {out}")
-        if not resuming and total <= p.chunkSize:  # one chunk: the query runs over the source as written
-            try:
-                written = self._write_chunk(ctx, query, out, exists=False) if total else 0
-                bar.update(total)
-            finally:
-                bar.close()
-            return written, skipped
         catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
         qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
         written = seen = 0
