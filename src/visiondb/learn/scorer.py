@@ -11,7 +11,7 @@ from ..core.config import Params
 from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
 from ..errors import ConfigError, VisionDBError
-from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error
+from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 from .inputs import list_column_matrix
 from .model_store import ModelEntry, load_model_config, load_model_entry
 
@@ -89,12 +89,11 @@ class ClassifierFunction(Function):
         names = self.input_names()
         if self.input_kind == "images":
             register_arrow_udf(self.db, impl_name(self.id), self._udf, ["VARCHAR"], SCORE_TYPE)
-            create_macro(self.db, self.id, ["x"], f"{impl_name(self.id)}(to_json(x))")
+            create_macro(self.db, self.id, ["x"], udf_call(impl_name(self.id), "to_json(x)"))
             return
         args = [f"f{i}" for i in range(len(names))]
         register_arrow_udf(self.db, impl_name(self.id), self._udf, ["FLOAT[]"] * len(args), SCORE_TYPE)
-        body = ", ".join(f"CAST({a} AS FLOAT[])" for a in args)
-        create_macro(self.db, self.id, args, f"{impl_name(self.id)}({body})")
+        create_macro(self.db, self.id, args, udf_call(impl_name(self.id), *(f"CAST({a} AS FLOAT[])" for a in args)))
 
     def _udf(self, *columns: pa.Array) -> pa.Array:
         n = len(columns[0])

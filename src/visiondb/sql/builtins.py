@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..errors import VisionDBError
 from ..storage.images import ref_from_json
-from .udf import create_macro, impl_name, register_arrow_udf, report_row_error
+from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 
 if TYPE_CHECKING:
     from ..engine import VisionDB
@@ -20,7 +20,7 @@ def register_builtins(db: "VisionDB") -> None:
     def fetch_udf(refs: pa.Array) -> pa.Array:
         texts = refs.to_pylist()
 
-        def one(text: str | None) -> bytes | None:
+        def one(text: str | None) -> bytes | VisionDBError | None:
             if text is None:
                 return None
             try:
@@ -28,14 +28,18 @@ def register_builtins(db: "VisionDB") -> None:
                 assert ref is not None
                 return db.read_ref(ref)[0]
             except VisionDBError as exc:
-                if report_row_error("fetch", text, exc):
-                    return None
-                raise VisionDBError(f"fetch({text}): {exc.message}") from None
+                return exc
 
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            return pa.array(list(pool.map(one, texts)), pa.binary())
+            results = list(pool.map(one, texts))
+        for i, result in enumerate(results):  # failures go to the statement's sink from this (the UDF's) thread
+            if isinstance(result, VisionDBError):
+                if not report_row_error("fetch", str(texts[i]), result):
+                    raise VisionDBError(f"fetch({texts[i]}): {result.message}") from None
+                results[i] = None
+        return pa.array(results, pa.binary())
 
     register_arrow_udf(db, impl_name("fetch"), fetch_udf, ["VARCHAR"], "BLOB")
     # FETCH is a reserved word in DuckDB's grammar: `"fetch"(uri)` works quoted, `fetch_bytes(uri)` unquoted.
     for name in ('"fetch"', "fetch_bytes"):
-        create_macro(db, name, ["x"], f"{impl_name('fetch')}(to_json(x))")
+        create_macro(db, name, ["x"], udf_call(impl_name("fetch"), "to_json(x)"))

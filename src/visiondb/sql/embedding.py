@@ -17,7 +17,7 @@ from ..core.registry import FUNCTION_TYPES
 from ..errors import VisionDBError
 from ..storage.embedding_cache import vectors_to_arrow
 from ..storage.images import ImageRef, ref_from_json
-from .udf import create_macro, impl_name, register_arrow_udf, report_row_error
+from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 
 
 def balanced_batch_size(n: int, batch_size: int, workers: int) -> int:
@@ -80,7 +80,7 @@ class ImageEmbedding(Function):
 
     def register(self) -> None:
         register_arrow_udf(self.db, impl_name(self.id), self._udf, ["VARCHAR"], "FLOAT[]")
-        create_macro(self.db, self.id, ["x"], f"{impl_name(self.id)}(to_json(x))")
+        create_macro(self.db, self.id, ["x"], udf_call(impl_name(self.id), "to_json(x)"))
 
     def input_names(self) -> list[str]:
         return ["url"]

@@ -157,7 +157,7 @@ class Transform(Procedure):
         Rows already present (by `_rowName`) are skipped, so a resumed run never duplicates them."""
         cur = self.db.cursor()
         target, select = quote_ident(out), query.strip().rstrip(";")
-        with collect_errors() as sink:
+        with collect_errors(cur) as sink:
             try:
                 if exists:
                     cur.execute(
@@ -179,7 +179,7 @@ class Transform(Procedure):
         reader_cursor = self.db.connection.cursor()  # the stream stays open while chunks are written elsewhere
         written = 0
         bar = ctx.bar(None, f"transform → {out}")
-        with collect_errors() as sink:
+        with collect_errors(reader_cursor) as sink:
             try:
                 reader = reader_cursor.execute(self.params.inputData).to_arrow_reader(self.params.chunkSize)
                 for batch in reader:

@@ -1,9 +1,15 @@
-"""Registering Python functions into DuckDB: a vectorised Arrow UDF behind a SQL macro per entity."""
+"""Registering Python functions into DuckDB: a vectorised Arrow UDF behind a SQL macro per entity.
+
+Row errors: a statement that collects them (a `transform`) sets the DuckDB variable `__vdb_sink` on its own
+cursor; every UDF takes that variable as a hidden last argument, so a failing row is recorded in the sink of
+the statement it belongs to (and yields NULL), while statements without one (a REST call) raise.
+"""
 from __future__ import annotations
 
 import inspect
 import json
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import duckdb
@@ -16,19 +22,27 @@ if TYPE_CHECKING:
     from ..core.entities import Function
     from ..engine import VisionDB
 
-_active_sinks = threading.local()
+SINK_VARIABLE = "__vdb_sink"
+_current = threading.local()  # .sink: the ErrorSink of the statement whose UDF runs on this thread
 
 
 def impl_name(name: str) -> str:
     return f"__vdb_{name}"
 
 
+def udf_call(name: str, *args: str) -> str:
+    """SQL calling a UDF registered by `register_arrow_udf`: its arguments plus the statement's error-sink token."""
+    return f"{name}({', '.join([*args, f'getvariable({SINK_VARIABLE!r})'])})"
+
+
 def register_arrow_udf(
     db: "VisionDB", name: str, fn: Callable[..., pa.Array], arg_types: Sequence[str], return_type: str
 ) -> None:
-    """Register `fn` (Arrow arrays in, Arrow array out) as a vectorised DuckDB function, replacing any old one."""
+    """Register `fn` (Arrow arrays in, Arrow array out) as a vectorised DuckDB function, replacing any old one.
+
+    The registered function takes one more VARCHAR argument, the sink token (call it through `udf_call`)."""
     con = db.connection
-    fn = with_arity(fn, len(arg_types))
+    fn = with_arity(with_sink(fn), len(arg_types) + 1)
     try:
         con.remove_function(name)
     except duckdb.Error:
@@ -36,7 +50,7 @@ def register_arrow_udf(
     con.create_function(
         name,
         fn,
-        [duckdb.sqltype(t) for t in arg_types],
+        [duckdb.sqltype(t) for t in [*arg_types, "VARCHAR"]],
         duckdb.sqltype(return_type),
         type=duckdb_func.PythonUDFType.ARROW,
         null_handling=duckdb_func.FunctionNullHandling.SPECIAL,
@@ -54,6 +68,23 @@ def with_arity(fn: Callable[..., pa.Array], n: int) -> Callable[..., pa.Array]:
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return wrapper
+
+
+def with_sink(fn: Callable[..., pa.Array]) -> Callable[..., pa.Array]:
+    """Run `fn` on all but the last column, with the sink that column names as this thread's current sink
+    (DuckDB calls UDFs on its own worker threads as well as the caller's, so the statement must say)."""
+
+    def call(*args: pa.Array) -> pa.Array:
+        *columns, tokens = args
+        token = tokens[0].as_py() if len(tokens) else None
+        previous = getattr(_current, "sink", None)
+        _current.sink = _sinks.get(token) if token is not None else None
+        try:
+            return fn(*columns)
+        finally:
+            _current.sink = previous
+
+    return call
 
 
 def create_macro(db: "VisionDB", name: str, args: Sequence[str], body: str) -> None:
@@ -124,34 +155,40 @@ class ErrorSink:
         return out
 
 
-_global_sinks: list[ErrorSink] = []
-_global_lock = threading.Lock()
+_sinks: dict[str, ErrorSink] = {}  # token -> sink of a statement collecting its row errors
 
 
 class collect_errors:
-    """Context manager: UDF failures during the block are recorded in a sink and the row yields NULL."""
+    """Context manager: while statements on `cursor` run, UDF row failures are recorded in a sink and the row
+    yields NULL; failures of other statements (other cursors) are not affected."""
 
-    def __init__(self) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
         self.sink = ErrorSink()
+        self.token = uuid.uuid4().hex
 
     def __enter__(self) -> ErrorSink:
-        with _global_lock:
-            _global_sinks.append(self.sink)
+        self.cursor.execute(f"SET VARIABLE {SINK_VARIABLE} = ?", [self.token])
+        _sinks[self.token] = self.sink
         return self.sink
 
     def __exit__(self, *exc: Any) -> None:
-        with _global_lock:
-            _global_sinks.remove(self.sink)
+        _sinks.pop(self.token, None)
+        try:
+            self.cursor.execute(f"RESET VARIABLE {SINK_VARIABLE}")
+        except duckdb.Error:
+            pass  # the cursor is closed already: its variables went with it
 
 
 def report_row_error(function: str, item: str, error: Exception) -> bool:
-    """Send a row failure to the active sinks; False when nobody collects (the caller should raise)."""
+    """Record a row failure in the sink of the statement running on this thread; False when that statement
+    collects none (the caller should raise)."""
+    sink: ErrorSink | None = getattr(_current, "sink", None)
+    if sink is None:
+        return False
     cause = error.message if isinstance(error, VisionDBError) else f"{type(error).__name__}: {error}"
-    with _global_lock:
-        sinks = list(_global_sinks)
-    for sink in sinks:
-        sink.add(function, item, cause)
-    return bool(sinks)
+    sink.add(function, item, cause)
+    return True
 
 
 def dumps(value: Any) -> str:
