@@ -86,6 +86,27 @@ def test_write_behind_cache_is_read_through_and_survives_close(tmp_path: Path) -
         db.close()
 
 
+def test_recent_vectors_stay_in_memory_within_their_budget(tmp_path: Path, monkeypatch) -> None:
+    """Stored and looked-up vectors are kept in memory, least recently used out past RECENT_BYTES, and answer
+    lookups without the table; clear() empties both."""
+    from visiondb.storage import embedding_cache
+
+    monkeypatch.setattr(embedding_cache, "RECENT_BYTES", 10 * 8 * 4)  # ten 8-float vectors
+    rng = np.random.default_rng(1)
+    vectors = {f"{i:064x}": rng.random(8, dtype=np.float32) for i in range(30)}
+    with visiondb.connect(tmp_path / "recent.duckdb") as db:
+        cache = db.embedding_cache
+        cache.put("m", vectors)
+        cache.flush()
+        assert len(cache._recent) == 10 and cache._recent_bytes == 10 * 32  # the last ten stored
+        db.sql("DELETE FROM vdb.embeddings WHERE content_hash IN (SELECT unnest(?))", [[h for h, _ in cache._recent][:1]])
+        hits = cache.lookup("m", list(vectors))  # one only in memory now, the rest from the table
+        assert len(hits) == 30 and all(np.array_equal(hits[h], v) for h, v in vectors.items())
+        assert len(cache._recent) == 10
+        assert cache.clear("m") == 29
+        assert cache.lookup("m", list(vectors)) == {} and cache._recent_bytes == 0
+
+
 def test_media_sources_defer_file_reads(tmp_path: Path, photos: list[Path]) -> None:
     """Stored files come back as readers (the pipeline's workers read them); inline blobs as bytes."""
     db = visiondb.connect(tmp_path / "media.duckdb")
