@@ -17,7 +17,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import QueryError
-from .ast import parse_select, with_row_name
+from .ast import SelectShape, parse_select, with_row_name
 from .udf import collect_errors
 
 ROW_NAME = "_rowName"
@@ -36,13 +36,15 @@ class Transform(Procedure):
 
     Params = TransformParams
     params: TransformParams
+    _parsed: SelectShape | None = None
+    _with_row_name: str | None = None
 
     def run(self, ctx: RunContext) -> dict:
         db, p = self.db, self.params
         out = p.outputDataset.id
         self.db.datasets.check_id(out)
         cur = db.cursor()
-        shape = parse_select(cur, p.inputData)
+        shape = self._shape()
         keyed_query = self._keyed_query(shape)
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
         # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
@@ -80,18 +82,26 @@ class Transform(Procedure):
         self.db.catalog.set_marker(out, self.type_name, signature, complete=True)
         self.db.datasets.register_output(out, self.params.outputDataset.type, {"createdBy": self.id})
 
-    def _keyed_query(self, shape: Any) -> str | None:
+    def _shape(self) -> SelectShape:
+        """The parsed input query (parsed once per procedure instance: its params never change)."""
+        if self._parsed is None:
+            self._parsed = parse_select(self.db.cursor(), self.params.inputData)
+        return self._parsed
+
+    def _keyed_query(self, shape: SelectShape) -> str | None:
         """The input query with the source's `_rowName` in its output, or None when rows have no identity
         (no single source dataset with `_rowName`, or a grouped / limited query)."""
         source = shape.source_table
-        if source is None or shape.grouped or not self.db.table_exists(source) or ROW_NAME not in self._columns(source):
+        if source is None or shape.grouped or ROW_NAME not in self._columns(source):
             return None
         if ROW_NAME in shape.output_names or shape.has_star:
             return self.params.inputData
-        try:
-            return with_row_name(self.db.cursor(), shape)
-        except (duckdb.Error, KeyError, TypeError):
-            return None
+        if self._with_row_name is None:
+            try:
+                self._with_row_name = with_row_name(self.db.cursor(), shape)
+            except (duckdb.Error, KeyError, TypeError):
+                return None
+        return self._with_row_name
 
     # keyed, chunked, resumable ---------------------------------------------------------
     def _count(self, source: str | None, start_after: Any) -> int:
@@ -197,4 +207,9 @@ class Transform(Procedure):
 
     # helpers -----------------------------------------------------------------------------------
     def _columns(self, table: str) -> list[str]:
-        return [r[0] for r in self.db.cursor().execute(f"DESCRIBE {quote_ident(table)}").fetchall()]
+        """Column names of a main-schema table; none when there is no such table."""
+        try:
+            rows = self.db.cursor().execute(f"DESCRIBE main.{quote_ident(table)}").fetchall()
+        except duckdb.CatalogException:
+            return []
+        return [r[0] for r in rows]
