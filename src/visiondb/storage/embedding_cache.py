@@ -61,6 +61,7 @@ class EmbeddingCache:
         self._writing: dict[tuple[str, str], np.ndarray] = {}
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._recent_bytes = 0
+        self._cleared = 0  # clear() count: a lookup that raced with one does not put vectors back in memory
         self._cond = threading.Condition()
         self._flush_requested = False
         self._closed = False
@@ -73,6 +74,7 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         rest: list[str] = []
         with self._cond:
+            cleared = self._cleared
             for h in hashes:
                 vector = self._pending.get((h, key))
                 if vector is None:
@@ -89,7 +91,8 @@ class EmbeddingCache:
             stored = self._select(key, rest)
             found.update(stored)
             with self._cond:
-                self._remember({(h, key): v for h, v in stored.items()})
+                if cleared == self._cleared:
+                    self._remember({(h, key): v for h, v in stored.items()})
         return found
 
     def _remember(self, vectors: dict[tuple[str, str], np.ndarray]) -> None:
@@ -136,15 +139,18 @@ class EmbeddingCache:
                 self._cond.wait(1.0)
 
     def clear(self, key: str | None = None) -> int:
-        """Delete cached vectors (of one model key, or all); returns how many rows went."""
+        """Delete cached vectors (of one model key, or all), stored and in memory; returns how many rows went."""
         self.flush()
-        with self._cond:
-            for k in [k for k in self._recent if key is None or k[1] == key]:
-                self._recent_bytes -= self._recent.pop(k).nbytes
         cur = self.db.aux_cursor()
         if key is None:
-            return int(cur.execute("DELETE FROM vdb.embeddings").fetchall()[0][0])
-        return int(cur.execute("DELETE FROM vdb.embeddings WHERE model_key = ?", [key]).fetchall()[0][0])
+            deleted = int(cur.execute("DELETE FROM vdb.embeddings").fetchall()[0][0])
+        else:
+            deleted = int(cur.execute("DELETE FROM vdb.embeddings WHERE model_key = ?", [key]).fetchall()[0][0])
+        with self._cond:  # after the DELETE: a lookup that read the rows before it finds them dropped here
+            self._cleared += 1
+            for k in [k for k in self._recent if key is None or k[1] == key]:
+                self._recent_bytes -= self._recent.pop(k).nbytes
+        return deleted
 
     def close(self) -> None:
         """Write what is pending and stop the writer (the database is about to close)."""
