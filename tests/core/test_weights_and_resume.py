@@ -121,3 +121,15 @@ def test_one_chunk_rerun_replaces_the_output_atomically(tmp_path):
         db.sql("UPDATE src SET v = '30' WHERE _rowName = 'r3'")
         assert db.procedures.run("cast")["status"]["rowsWritten"] == 5
         assert db.sql("SELECT sum(n) FROM out").fetchone()[0] == 37
+
+
+def test_transform_over_a_view_keeps_row_identity(tmp_path):
+    """A view with `_rowName` is a keyed source like a table: chunked, resumable, rows named."""
+    with visiondb.connect(tmp_path / "view.duckdb") as db:
+        db.sql("CREATE TABLE t AS SELECT 'r' || lpad(i::VARCHAR, 3, '0') AS _rowName, i AS v FROM range(30) t(i)")
+        db.sql("CREATE VIEW evens AS SELECT * FROM t WHERE v % 2 = 0")
+        for out, chunk in (("whole", 512), ("chunked", 4)):
+            db.procedures.put(out, {"type": "transform", "params": {
+                "inputData": "SELECT v * 10 AS w FROM evens", "outputDataset": out, "chunkSize": chunk}})
+            assert db.sql(f"SELECT count(*), count(DISTINCT _rowName), sum(w)::BIGINT FROM {out}").fetchone() == (
+                15, 15, 2100)
