@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import visiondb
-from visiondb.models.embedder import get_embedder
+from visiondb.models.embedder import get_embedder, tapered_batches
 from visiondb.sql.embedding import balanced_batch_size
 
 from .conftest import write_uri_csv
@@ -55,6 +55,17 @@ def test_balanced_batches() -> None:
     assert balanced_batch_size(100, 32, 2) == 25  # 4 x 25 instead of 32, 32, 32, 4
     assert balanced_batch_size(5, 32, 2) == 3 and balanced_batch_size(1, 32, 2) == 1
     assert balanced_batch_size(0, 32, 2) == 32 and balanced_batch_size(40, 32, 1) == 20
+
+
+def test_long_inputs_end_in_small_batches() -> None:
+    """The last round of a transform chunk comes in small batches so the workers finish together; a serving
+    batch and an unsized stream keep full batches; order and content are kept."""
+    sizes = [len(b) for b in tapered_batches(list(range(512)), 16, 2)]
+    assert sizes == [16] * 30 + [4] * 8
+    assert [x for b in tapered_batches(list(range(512)), 16, 2) for x in b] == list(range(512))
+    assert [len(b) for b in tapered_batches(list(range(20)), 10, 2)] == [10, 10]
+    assert [len(b) for b in tapered_batches(iter(range(40)), 16, 2)] == [16, 16, 8]
+    assert [len(b) for b in tapered_batches(list(range(70)), 4, 2)] == [4] * 16 + [2] * 3
 
 
 def test_write_behind_cache_is_read_through_and_survives_close(tmp_path: Path) -> None:
