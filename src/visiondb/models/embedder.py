@@ -16,7 +16,7 @@ from PIL import Image
 from visiondb.errors import VisionDBError
 from visiondb.imaging.decode import decode_array
 from visiondb.models.backbones import Backbone, Opener, check_layer, load_backbone
-from visiondb.models.runtime import InferenceBackend, available_cores, make_backend
+from visiondb.models.runtime import ONNX_CALL_ROWS, InferenceBackend, available_cores, make_backend
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def tapered_batches(items: Iterable[T], batch_size: int, workers: int) -> Iterat
     (~90 ms at 16 photos) at the end of every call."""
     iterator = iter(items)
     size = len(items) if isinstance(items, Sized) and len(items) > 2 * workers * batch_size else None
-    small = min(batch_size, max(2, batch_size // TAPER))  # 2 rows: what one ONNX Runtime call takes
+    small = min(batch_size, max(ONNX_CALL_ROWS, batch_size // TAPER))  # no smaller than one runtime call
     done = 0
     while True:
         step = batch_size if size is None or size - done > workers * batch_size else small

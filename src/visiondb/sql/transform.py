@@ -6,6 +6,7 @@ atomically with an anti-join, so an interrupted run resumes after the last writt
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -36,20 +37,18 @@ class Transform(Procedure):
 
     Params = TransformParams
     params: TransformParams
-    _parsed: SelectShape | None = None
-    _with_row_name: str | None = None
 
     def run(self, ctx: RunContext) -> dict:
         db, p = self.db, self.params
         out = p.outputDataset.id
         self.db.datasets.check_id(out)
         cur = db.cursor()
-        shape = self._shape()
-        keyed_query = self._keyed_query(shape)
+        source = self._shape.source_table
+        keyed_query = self._keyed_query()
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
         # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
         resuming = keyed_query is not None and p.resume and db.catalog.resumable(out, signature)
-        total = self._count(shape.source_table, None) if keyed_query is not None and not resuming else None
+        total = self._count(source, None) if keyed_query is not None and not resuming else None
         if total is not None and total <= p.chunkSize:
             assert keyed_query is not None
             written, skipped = self._replace(ctx, keyed_query, out, total, signature), 0
@@ -60,8 +59,8 @@ class Transform(Procedure):
                     cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
                 db.catalog.set_marker(out, self.type_name, signature, complete=False)
             if keyed_query is not None:
-                assert shape.source_table is not None
-                written, skipped = self._run_keyed(ctx, shape.source_table, keyed_query, resuming)
+                assert source is not None
+                written, skipped = self._run_keyed(ctx, source, keyed_query, total)
                 row_count = written + skipped
             else:
                 written, skipped = self._run_whole(ctx), 0
@@ -82,32 +81,35 @@ class Transform(Procedure):
         self.db.catalog.set_marker(out, self.type_name, signature, complete=True)
         self.db.datasets.register_output(out, self.params.outputDataset.type, {"createdBy": self.id})
 
+    @functools.cached_property
     def _shape(self) -> SelectShape:
         """The parsed input query (parsed once per procedure instance: its params never change)."""
-        if self._parsed is None:
-            self._parsed = parse_select(self.db.cursor(), self.params.inputData)
-        return self._parsed
+        return parse_select(self.db.cursor(), self.params.inputData)
 
-    def _keyed_query(self, shape: SelectShape) -> str | None:
+    @functools.cached_property
+    def _with_row_name(self) -> str | None:
+        """The input query with `<source>._rowName` added to its select list; None when it cannot be rewritten."""
+        try:
+            return with_row_name(self.db.cursor(), self._shape)
+        except (duckdb.Error, KeyError, TypeError):
+            return None
+
+    def _keyed_query(self) -> str | None:
         """The input query with the source's `_rowName` in its output, or None when rows have no identity
         (no single source dataset with `_rowName`, or a grouped / limited query)."""
+        shape = self._shape
         source = shape.source_table
         if source is None or shape.grouped or ROW_NAME not in self._columns(source):
             return None
         if ROW_NAME in shape.output_names or shape.has_star:
             return self.params.inputData
-        if self._with_row_name is None:
-            try:
-                self._with_row_name = with_row_name(self.db.cursor(), shape)
-            except (duckdb.Error, KeyError, TypeError):
-                return None
         return self._with_row_name
 
     # keyed, chunked, resumable ---------------------------------------------------------
-    def _count(self, source: str | None, start_after: Any) -> int:
+    def _count(self, source: str, start_after: Any) -> int:
         """Rows of the source after `_rowName` `start_after` (all rows when None)."""
         return self.db.cursor().execute(
-            f"SELECT count(*) FROM {quote_ident(source or '')} WHERE ? IS NULL OR {ROW_NAME} > ?",
+            f"SELECT count(*) FROM {quote_ident(source)} WHERE ? IS NULL OR {ROW_NAME} > ?",
             [start_after, start_after],
         ).fetchall()[0][0]
 
@@ -126,15 +128,17 @@ class Transform(Procedure):
             bar.close()
         return written
 
-    def _run_keyed(self, ctx: RunContext, source: str, query: str, resuming: bool) -> tuple[int, int]:
+    def _run_keyed(self, ctx: RunContext, source: str, query: str, total: int | None) -> tuple[int, int]:
+        """Chunk by chunk; `total` (all source rows) is None when resuming after the output's last row."""
         db, p = self.db, self.params
         out = p.outputDataset.id
         cur = db.cursor()
         start_after = None
         skipped = 0
+        resuming = total is None
         if resuming:
             start_after, skipped = cur.execute(f"SELECT max({ROW_NAME}), count(*) FROM {quote_ident(out)}").fetchall()[0]
-        total = self._count(source, start_after)
+            total = self._count(source, start_after)
         bar = ctx.bar(total, f"transform → {out}")
         catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
         qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
