@@ -120,9 +120,31 @@ def test_non_images(tmp_path: Path) -> None:
 
 def test_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _save(_gradient(64, 48), "PNG")
+    jpeg = _save(_gradient(64, 48), "JPEG")
     monkeypatch.setattr(decode_mod, "MAX_PIXELS", 1000)
     with pytest.raises(ImageDecodeError, match="image too large: 64x48"):
         probe_image(data)
+    with pytest.raises(ImageDecodeError, match="image too large: 64x48"):
+        decode_rgb(jpeg)  # the Pillow-free JPEG path checks the size before decoding too
+
+
+def test_plain_jpegs_skip_pillow_with_the_same_pixels(clothing_photos: list[bytes]) -> None:
+    """YCbCr and greyscale JPEGs without EXIF decode without Pillow's parser, to the pixels the Pillow-opened
+    path gives; CMYK and EXIF-tagged ones are left to Pillow."""
+    grey = _save(_gradient().convert("L"), "JPEG")
+    for data in [*clothing_photos, grey]:
+        for min_side in (None, 256):
+            direct = decode_mod._decode_jpeg_direct(data, min_side)
+            assert direct is not None
+            opened = decode_mod._decode_jpeg_fast(data, Image.open(io.BytesIO(data)), min_side)
+            assert np.array_equal(direct, opened)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert decode_mod._decode_jpeg_direct(_save(_gradient(), "JPEG", exif=exif.tobytes()), None) is None
+    assert decode_mod._decode_jpeg_direct(_save(_gradient().convert("CMYK"), "JPEG"), None) is None
+    garbage = b"\xff\xd8\xff" + np.random.default_rng(1).bytes(2048)
+    with pytest.raises(ImageDecodeError, match="corrupt image|not an image"):
+        decode_rgb(garbage)  # a JPEG signature over junk still gets Pillow's diagnosis
 
 
 def test_resampling_stays_on_the_calling_thread() -> None:
