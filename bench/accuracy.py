@@ -193,6 +193,9 @@ def main() -> None:
             except Exception as exc:  # one failing learner must not hide the others' figures
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
+            # the figures so far, one JSON line each time: a run stopped by run_all's timeout keeps them
+            print(json.dumps({"benchmark": "accuracy", "quick": args.quick, "partial": True, "results": results}),
+                  flush=True)
         single = [results[k]["accuracy"] for k in ("clothing_lite0_lr", "clothing_lite1_lr", "clothing_lite2_lr")
                   if "accuracy" in results.get(k, {})]
         if "accuracy" in results.get("clothing_stacking", {}) and single:
