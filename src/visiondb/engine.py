@@ -14,7 +14,7 @@ from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
 from .errors import FetchError, NotFoundError, QueryError
 from .storage.embedding_cache import EmbeddingCache
-from .storage.images import IMAGE_SQL_TYPE, ImageRef
+from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef
 from .storage.media import MediaStore, sha256_hex
 
 
@@ -180,7 +180,7 @@ class VisionDB:
 
     def read_uri(self, uri: str) -> bytes:
         """Bytes behind a URI: `mem:`/`media:` hashes from the media store, anything else via the fetcher."""
-        for scheme in ("mem:", "media:"):
+        for scheme in CONTENT_SCHEMES:
             if uri.startswith(scheme):
                 return self.media.get(uri[len(scheme):])
         return self.fetcher.read(uri)

@@ -10,6 +10,7 @@ import numpy as np
 import visiondb
 from visiondb.models.embedder import get_embedder, tapered_batches
 from visiondb.sql.embedding import balanced_batch_size
+from visiondb.storage.images import ImageRef, ref_from_value, uri_sha256
 
 from .conftest import write_uri_csv
 
@@ -39,6 +40,12 @@ def test_rerun_hits_cache_and_duplicates_computed_once(tmp_path: Path, photos: l
         by_uri = db.sql("SELECT emb(?)", [str(twin)]).fetchall()[0][0]
         assert fn.forward_rows == len(photos)
         np.testing.assert_array_equal(by_uri, rows[str(photos[0])])
+        # an upload's `mem:<sha>` URI names its content: a cache hit by that name, even once the upload is evicted
+        upload = db.media.put_transient(photos[1].read_bytes())
+        db.media._transient.clear()
+        by_upload = db.sql("SELECT emb(?)", [upload]).fetchall()[0][0]
+        assert fn.forward_rows == len(photos)
+        np.testing.assert_array_equal(by_upload, rows[str(photos[1])])
         # vectors from the parallel pipeline equal the embedder's direct, unpipelined path
         embedder = get_embedder("efficientnet_lite0", cache_dir=cache_dir / "onnx", opener=db.read_uri)
         direct = embedder.embed_bytes([p.read_bytes() for p in photos])
@@ -48,6 +55,14 @@ def test_rerun_hits_cache_and_duplicates_computed_once(tmp_path: Path, photos: l
         assert cached == len(photos)
     finally:
         db.close()
+
+
+def test_content_uris_carry_their_hash() -> None:
+    sha = "ab" * 32
+    assert uri_sha256(f"mem:{sha}") == sha and uri_sha256(f"media:{sha}") == sha
+    assert uri_sha256("mem:not-a-hash") is None and uri_sha256(f"https://x/{sha}") is None
+    assert ref_from_value(f"mem:{sha}") == ImageRef(uri=f"mem:{sha}", sha256=sha)
+    assert ref_from_value({"uri": f"media:{sha}", "sha256": "cd" * 32}).sha256 == "cd" * 32  # stored hash wins
 
 
 def test_balanced_batches() -> None:

@@ -16,7 +16,7 @@ from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
 from ..errors import VisionDBError
 from ..storage.embedding_cache import vectors_to_arrow
-from ..storage.images import ImageRef, ref_from_json
+from ..storage.images import CONTENT_SCHEMES, ImageRef, ref_from_json
 from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 
 
@@ -164,8 +164,8 @@ class ImageEmbedding(Function):
         order = list(refs)
         uris = [refs[i].uri or "" for i in order]
         results = []
-        local = [(i, u) for i, u in zip(order, uris) if u.startswith(("mem:", "media:"))]
-        remote = [(i, u) for i, u in zip(order, uris) if not u.startswith(("mem:", "media:"))]
+        local = [(i, u) for i, u in zip(order, uris) if u.startswith(CONTENT_SCHEMES)]
+        remote = [(i, u) for i, u in zip(order, uris) if not u.startswith(CONTENT_SCHEMES)]
         for i, u in local:
             try:
                 blob = self.db.read_uri(u)

@@ -10,6 +10,18 @@ from ..errors import ImageDecodeError, VisionDBError
 IMAGE_FIELDS = "uri VARCHAR, sha256 VARCHAR, format VARCHAR, width INTEGER, height INTEGER, bytes BIGINT"
 IMAGE_SQL_TYPE = f"STRUCT({IMAGE_FIELDS})"
 URI_KEYS = ("uri", "url", "path", "image", "file")
+CONTENT_SCHEMES = ("mem:", "media:")
+"""URI schemes that name bytes by their sha256 (uploads held in memory, the media store)."""
+_HEX = frozenset("0123456789abcdef")
+
+
+def uri_sha256(uri: str) -> str | None:
+    """The content hash a `mem:`/`media:` URI names (so its bytes need not be read and hashed again), else None."""
+    if uri.startswith(CONTENT_SCHEMES):
+        sha = uri.partition(":")[2]
+        if len(sha) == 64 and _HEX.issuperset(sha):
+            return sha
+    return None
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ def ref_from_value(value: Any) -> ImageRef | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return ImageRef(uri=value)
+        return ImageRef(uri=value, sha256=uri_sha256(value))
     if isinstance(value, dict):
         sha = value.get("sha256")
         for key in URI_KEYS:
@@ -72,7 +84,7 @@ def ref_from_value(value: Any) -> ImageRef | None:
             if isinstance(inner, dict):
                 return ref_from_value(inner)
             if isinstance(inner, str):
-                return ImageRef(uri=inner, sha256=sha)
+                return ImageRef(uri=inner, sha256=sha or uri_sha256(inner))
         if sha:
             return ImageRef(uri=None, sha256=sha)
         if len(value) == 1:
