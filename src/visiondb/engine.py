@@ -14,7 +14,7 @@ from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
 from .errors import FetchError, NotFoundError, QueryError
 from .storage.embedding_cache import EmbeddingCache
-from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef
+from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef, uri_sha256
 from .storage.media import MediaStore, sha256_hex
 
 
@@ -180,9 +180,12 @@ class VisionDB:
 
     def read_uri(self, uri: str) -> bytes:
         """Bytes behind a URI: `mem:`/`media:` hashes from the media store, anything else via the fetcher."""
-        for scheme in CONTENT_SCHEMES:
-            if uri.startswith(scheme):
-                return self.media.get(uri[len(scheme):])
+        if uri.startswith(CONTENT_SCHEMES):
+            sha = uri_sha256(uri)
+            if sha is None:
+                raise FetchError(f"{uri[:80]!r} does not name stored content: expected mem:/media: and a sha256 digest",
+                                 uri=uri[:200])
+            return self.media.get(sha)
         return self.fetcher.read(uri)
 
     def read_ref(self, ref: ImageRef) -> tuple[bytes, str]:

@@ -6,11 +6,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import visiondb
 from visiondb.models.embedder import get_embedder, tapered_batches
 from visiondb.sql.embedding import balanced_batch_size
+from visiondb.errors import FetchError
 from visiondb.storage.images import ImageRef, ref_from_value, uri_sha256
+from visiondb.storage.media import sha256_hex
 
 from .conftest import write_uri_csv
 
@@ -63,6 +66,43 @@ def test_content_uris_carry_their_hash() -> None:
     assert uri_sha256("mem:not-a-hash") is None and uri_sha256(f"https://x/{sha}") is None
     assert ref_from_value(f"mem:{sha}") == ImageRef(uri=f"mem:{sha}", sha256=sha)
     assert ref_from_value({"uri": f"media:{sha}", "sha256": "cd" * 32}).sha256 == "cd" * 32  # stored hash wins
+
+
+def test_content_names_must_be_digests(tmp_path: Path) -> None:
+    """`media:`/`mem:` URIs and image values' sha256 name stored content only: never a path on the server."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for you")
+    db = visiondb.connect(tmp_path / "names.duckdb")
+    try:
+        for uri in (f"media:{secret}", f"mem:{secret}", "media:../../secret.txt"):
+            with pytest.raises(FetchError, match="sha256 digest"):
+                db.read_uri(uri)
+        with pytest.raises(FetchError, match="not a sha256 digest"):
+            ref_from_value({"sha256": str(secret)})
+        with pytest.raises(FetchError, match="not a sha256 digest"):
+            db.media.get(str(secret))
+        with pytest.raises(visiondb.VisionDBError, match="sha256 digest"):
+            db.sql("SELECT fetch_bytes(?)", [f"media:{secret}"]).fetchall()
+    finally:
+        db.close()
+
+
+def test_stale_image_value_is_keyed_by_the_bytes_read(tmp_path: Path, photos: list[Path], cache_dir: Path) -> None:
+    """An image value whose sha256 the store lacks is read by URI, and its vector cached under what was read."""
+    a, b = photos[0], photos[-1]
+    db = visiondb.connect(tmp_path / "stale.duckdb", cache_dir=cache_dir)
+    try:
+        db.functions.put("emb", {"type": "image.embedding", "params": {"model": "efficientnet_lite0"}})
+        sha_a = sha256_hex(a.read_bytes())
+        stale = db.sql("SELECT emb({'uri': ?, 'sha256': ?})", [str(b), sha_a]).fetchall()[0][0]
+        true_b = db.sql("SELECT emb(?)", [str(b)]).fetchall()[0][0]
+        np.testing.assert_array_equal(stale, true_b)
+        true_a = db.sql("SELECT emb(?)", [str(a)]).fetchall()[0][0]
+        assert not np.allclose(true_a, true_b)  # a's hash did not receive b's vector
+        embedder = get_embedder("efficientnet_lite0", cache_dir=cache_dir / "onnx", opener=db.read_uri)
+        np.testing.assert_allclose(true_a, embedder.embed_bytes([a.read_bytes()])[0], atol=1e-5)
+    finally:
+        db.close()
 
 
 def test_balanced_batches() -> None:

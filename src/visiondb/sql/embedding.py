@@ -131,19 +131,26 @@ class ImageEmbedding(Function):
             return
         # stored files come back as readers: the pipeline's workers read them in parallel with decoding
         stored = self.db.media.sources([h for i, h in todo.items() if i not in data])
-        unique: dict[str, list[int]] = {}
+        claimed: dict[str, list[int]] = {}
         for i, h in todo.items():
-            unique.setdefault(h, []).append(i)
+            claimed.setdefault(h, []).append(i)
+        unique: dict[str, list[int]] = {}  # content hash -> rows, for the bytes that go through the network
         items = []
-        for h, rows in unique.items():
-            blob = data.get(rows[0]) or stored.get(h)
-            if blob is None:
+        for h, rows in claimed.items():
+            blob = next((data[i] for i in rows if i in data), None) or stored.get(h)
+            if blob is not None:
+                unique[h] = rows
+                items.append((h, blob))
+                continue
+            for i in rows:  # a hash the media store lacks (a stale image value): key by the bytes its URI holds now
                 try:
-                    blob, _ = self.db.read_ref(refs[rows[0]])
+                    blob, real = self.db.read_ref(refs[i])
                 except VisionDBError as exc:
-                    self._fail(refs[rows[0]].label, exc)
+                    self._fail(refs[i].label, exc)
                     continue
-            items.append((h, blob))
+                if real not in unique:
+                    items.append((real, blob))
+                unique.setdefault(real, []).append(i)
         batch = balanced_batch_size(len(items), self.params.batchSize, embedder.workers)
         for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
             new = {h: np.asarray(vec, dtype=np.float32) for h, vec in zip(keys, vectors)}

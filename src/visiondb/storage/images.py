@@ -6,20 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ImageDecodeError, VisionDBError
+from .media import INLINE_MAX_BYTES, check_sha256, is_sha256, sha256_hex
 
 IMAGE_FIELDS = "uri VARCHAR, sha256 VARCHAR, format VARCHAR, width INTEGER, height INTEGER, bytes BIGINT"
 IMAGE_SQL_TYPE = f"STRUCT({IMAGE_FIELDS})"
 URI_KEYS = ("uri", "url", "path", "image", "file")
 CONTENT_SCHEMES = ("mem:", "media:")
 """URI schemes that name bytes by their sha256 (uploads held in memory, the media store)."""
-_HEX = frozenset("0123456789abcdef")
 
 
 def uri_sha256(uri: str) -> str | None:
     """The content hash a `mem:`/`media:` URI names (so its bytes need not be read and hashed again), else None."""
     if uri.startswith(CONTENT_SCHEMES):
         sha = uri.partition(":")[2]
-        if len(sha) == 64 and _HEX.issuperset(sha):
+        if is_sha256(sha):
             return sha
     return None
 
@@ -49,8 +49,6 @@ def store_images(db: Any, items: list[tuple[str, bytes | None]]) -> list[dict | 
 
     `db.store_image` is this for one item; batches make one `vdb.blobs` INSERT instead of one per image.
     """
-    from .media import INLINE_MAX_BYTES, sha256_hex
-
     out: list[dict | ImageDecodeError | None] = []
     inline: list[tuple[str, bytes]] = []
     for uri, data in items:
@@ -79,6 +77,8 @@ def ref_from_value(value: Any) -> ImageRef | None:
         return ImageRef(uri=value, sha256=uri_sha256(value))
     if isinstance(value, dict):
         sha = value.get("sha256")
+        if sha is not None:
+            check_sha256(sha, "image value's sha256")
         for key in URI_KEYS:
             inner = value.get(key)
             if isinstance(inner, dict):

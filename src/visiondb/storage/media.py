@@ -12,14 +12,27 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
-from ..errors import NotFoundError
+from ..errors import FetchError, NotFoundError
 
 INLINE_MAX_BYTES = 16 * 1024
 TRANSIENT_MAX_ITEMS = 512
+_HEX = frozenset("0123456789abcdef")
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def is_sha256(text: object) -> bool:
+    """True for a lower-case hex sha256 digest: the only names the store has (anything else could be a path)."""
+    return isinstance(text, str) and len(text) == 64 and _HEX.issuperset(text)
+
+
+def check_sha256(text: object, what: str = "content hash") -> str:
+    """`text` when it is a sha256 digest, else a FetchError naming it (keeps paths out of the store's lookups)."""
+    if not is_sha256(text):
+        raise FetchError(f"{what} {str(text)[:80]!r} is not a sha256 digest (64 lower-case hex digits)")
+    return text  # type: ignore[return-value]
 
 
 def _read_file(path: str) -> bytes:
@@ -48,6 +61,7 @@ class MediaStore:
 
     def _file_for(self, sha: str) -> str:
         """`path_for` as a string: a transform chunk asks for 512 of them, and pathlib costs ~25 us each."""
+        check_sha256(sha)
         return os.path.join(self._root_text, sha[:2], sha[2:4], sha)
 
     def put(self, data: bytes, sha: str | None = None) -> str:
