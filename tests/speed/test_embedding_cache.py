@@ -11,7 +11,8 @@ import pytest
 import visiondb
 from visiondb.models.embedder import get_embedder, tapered_batches
 from visiondb.sql.embedding import balanced_batch_size
-from visiondb.errors import FetchError
+from visiondb.errors import FetchError, NotFoundError
+from visiondb.storage import media as media_module
 from visiondb.storage.images import ImageRef, ref_from_value, uri_sha256
 from visiondb.storage.media import sha256_hex
 
@@ -83,6 +84,20 @@ def test_content_names_must_be_digests(tmp_path: Path) -> None:
             db.media.get(str(secret))
         with pytest.raises(visiondb.VisionDBError, match="sha256 digest"):
             db.sql("SELECT fetch_bytes(?)", [f"media:{secret}"]).fetchall()
+    finally:
+        db.close()
+
+
+def test_uploads_held_in_memory_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media_module, "TRANSIENT_MAX_BYTES", 2500)
+    db = visiondb.connect(tmp_path / "held.duckdb")
+    try:
+        uris = [db.media.put_transient(bytes([i]) * 1000) for i in range(3)]
+        with pytest.raises(NotFoundError):
+            db.read_uri(uris[0])  # the oldest went when the third pushed the total past 2,500 bytes
+        assert [db.read_uri(u)[:1] for u in uris[1:]] == [b"\x01", b"\x02"]
+        db.media.put_transient(b"x" * 10_000)  # one upload over the bound is still held (it is being served)
+        assert db.read_uri(f"mem:{sha256_hex(b'x' * 10_000)}") == b"x" * 10_000
     finally:
         db.close()
 

@@ -16,6 +16,8 @@ from ..errors import FetchError, NotFoundError
 
 INLINE_MAX_BYTES = 16 * 1024
 TRANSIENT_MAX_ITEMS = 512
+TRANSIENT_MAX_BYTES = 512 * 1024 * 1024
+"""Uploads held for serving are evicted oldest first past either bound (so a burst of big uploads can't pin GBs)."""
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -53,6 +55,7 @@ class MediaStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_text = str(self.root)
         self._transient: OrderedDict[str, bytes] = OrderedDict()
+        self._transient_bytes = 0
         self._lock = threading.Lock()
         self._inline_lock = threading.Lock()  # concurrent inserts of one hash would collide on the primary key
 
@@ -96,14 +99,14 @@ class MediaStore:
                 cur.unregister("_vdb_new_blobs")
 
     def has(self, sha: str) -> bool:
-        if self.path_for(sha).exists() or sha in self._transient:
+        if self.path_for(sha).exists() or self._held(sha) is not None:
             return True
         return self.db.aux_cursor().execute("SELECT 1 FROM vdb.blobs WHERE sha256 = ?", [sha]).fetchall() != []
 
     def get(self, sha: str) -> bytes:
-        with self._lock:
-            if sha in self._transient:
-                return self._transient[sha]
+        held = self._held(sha)
+        if held is not None:
+            return held
         path = self.path_for(sha)
         if path.exists():
             return path.read_bytes()
@@ -125,8 +128,8 @@ class MediaStore:
             path = self._file_for(sha)
             if os.path.exists(path):
                 found[sha] = functools.partial(_read_file, path)
-            elif sha in self._transient:
-                found[sha] = self._transient[sha]
+            elif (held := self._held(sha)) is not None:
+                found[sha] = held
             else:
                 missing.append(sha)
         if missing:
@@ -140,8 +143,16 @@ class MediaStore:
         """Keep an uploaded image in memory (bounded LRU) and return its `mem:<sha>` URI."""
         sha = sha256_hex(data)
         with self._lock:
+            old = self._transient.pop(sha, None)
+            self._transient_bytes += len(data) - (len(old) if old is not None else 0)
             self._transient[sha] = data
-            self._transient.move_to_end(sha)
-            while len(self._transient) > TRANSIENT_MAX_ITEMS:
-                self._transient.popitem(last=False)
+            while len(self._transient) > 1 and (
+                len(self._transient) > TRANSIENT_MAX_ITEMS or self._transient_bytes > TRANSIENT_MAX_BYTES
+            ):
+                self._transient_bytes -= len(self._transient.popitem(last=False)[1])
         return f"mem:{sha}"
+
+    def _held(self, sha: str) -> bytes | None:
+        """An upload's bytes while still held in memory (looked up under the lock: eviction runs concurrently)."""
+        with self._lock:
+            return self._transient.get(sha)
