@@ -89,3 +89,13 @@ def test_decoding_errors_name_the_row_and_palette_gif_decodes(hymenoptera, datas
     model = make_estimator("mlp_pixels", {"epochs": 1}, seed=0, class_weight=None).fit(data[8:16], labels[8:16])
     with pytest.raises(ImageDecodeError, match="row 1"):
         model.predict(np.array([data[0], b"\x89PNG\r\n\x1a\n broken"], dtype=object))
+
+
+def test_refitting_finetune_repeats_its_augmentation(hymenoptera) -> None:
+    data, labels = hymenoptera
+    rows = np.r_[0:4, 12:16]
+    model = make_estimator("finetune", {"epochs": 1, "headEpochs": 0, "batchSize": 4, "freeze": 15, "imageSize": [48, 48],
+                                        "augment": {"flip": True, "rotation": 20}}, seed=3, class_weight=None)
+    first = model.fit(data[rows], labels[rows]).predict_proba(data[rows])
+    again = model.fit(data[rows], labels[rows]).predict_proba(data[rows])
+    assert np.allclose(first, again, atol=1e-6)

@@ -105,7 +105,12 @@ def check_features(X: Any, rows: np.ndarray, name: str = "features") -> np.ndarr
     return mat
 
 
-def check_images(X: Any, rows: np.ndarray) -> np.ndarray:
+def row_label(position: int, row_names: Sequence[str] | None = None) -> str:
+    """How errors name an input row: its `_rowName` when the caller has them, else its position."""
+    return f"row {row_names[position]!r}" if row_names is not None else f"row {position}"
+
+
+def check_images(X: Any, rows: np.ndarray, row_names: Sequence[str] | None = None) -> np.ndarray:
     """1-d object array of non-empty encoded images; errors name the first bad row."""
     out = np.empty(len(rows), dtype=object)
     for pos, i in enumerate(rows):
@@ -113,13 +118,38 @@ def check_images(X: Any, rows: np.ndarray) -> np.ndarray:
         if isinstance(value, memoryview):
             value = value.tobytes()
         if not isinstance(value, (bytes, bytearray)) or len(value) == 0:
-            raise TrainingError(f"image: row {int(i)} has no encoded image bytes", field="image", row=int(i))
+            raise TrainingError(
+                f"image: {row_label(int(i), row_names)} has no encoded image bytes", field="image",
+                row=row_names[int(i)] if row_names is not None else int(i),
+            )
         out[pos] = bytes(value)
     return out
 
 
-def prepare_inputs(algorithm: str, X: Any, y: Any, *, drop_missing_labels: bool = False) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Validate X and y for `algorithm`'s input kind; returns (X, y, kept row positions)."""
+def check_decodable(estimator: Any, X: np.ndarray, rows: np.ndarray, row_names: Sequence[str] | None = None) -> None:
+    """Decode every image once with the network's own settings, so a corrupt one fails before any fold trains."""
+    check = getattr(estimator, "undecodable", None)
+    failures = check(X) if check is not None else {}
+    if not failures:
+        return
+    bad = [int(rows[pos]) for pos in failures]
+    ids = [row_names[i] if row_names is not None else i for i in bad]
+    first = next(iter(failures.values()))
+    named = ", ".join(row_label(i, row_names) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    more = f" ({len(bad)} undecodable images: {named})" if len(bad) > 1 else ""
+    raise TrainingError(
+        f"image: {row_label(bad[0], row_names)}: {first.details.get('reason', first.message)}{more}",
+        field="image", row=ids[0], rows=ids[:100],
+    )
+
+
+def prepare_inputs(
+    algorithm: str, X: Any, y: Any, *, drop_missing_labels: bool = False, estimator: Any = None,
+    row_names: Sequence[str] | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Validate X and y for `algorithm`'s input kind; returns (X, y, kept row positions).
+
+    Images are also decoded with `estimator`'s settings when one is given; errors name rows by `row_names`."""
     kind = get_algorithm(algorithm).input_kind
     y_arr, kept = check_labels(y, drop_missing_labels=drop_missing_labels)
     n = len(y) if y is not None else 0
@@ -131,7 +161,9 @@ def prepare_inputs(algorithm: str, X: Any, y: Any, *, drop_missing_labels: bool 
     if kind == "features":
         return check_features(X, kept), y_arr, kept
     if kind == "images":
-        return check_images(X, kept), y_arr, kept
+        images = check_images(X, kept, row_names)
+        check_decodable(estimator, images, kept, row_names)
+        return images, y_arr, kept
     return [check_features(part, kept, name=f"features[{i}]") for i, part in enumerate(X)], y_arr, kept
 
 
@@ -152,11 +184,15 @@ def run_experiment(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     class_weight: str | None = None,
     drop_missing_labels: bool = False,
+    row_names: Sequence[str] | None = None,
 ) -> ExperimentResult:
     """Train and score one model per fold. `folds` = explicit (train, test) index pairs over the caller's rows, or a
-    dict of `make_folds` keywords (test_fraction, kfold, test_mask), default a stratified 50/50 split."""
-    make_estimator(algorithm, params, seed=seed, class_weight=class_weight)  # config errors first
-    Xv, yv, kept = prepare_inputs(algorithm, X, y, drop_missing_labels=drop_missing_labels)
+    dict of `make_folds` keywords (test_fraction, kfold, test_mask), default a stratified 50/50 split.
+    `row_names` (the caller's `_rowName`s) name rows in input errors; without them errors give positions."""
+    probe = make_estimator(algorithm, params, seed=seed, class_weight=class_weight)  # config errors first
+    Xv, yv, kept = prepare_inputs(
+        algorithm, X, y, drop_missing_labels=drop_missing_labels, estimator=probe, row_names=row_names
+    )
     if folds is None or isinstance(folds, dict):
         fold_list = make_folds(yv, seed=seed, **(folds or {}))
     else:

@@ -1,6 +1,8 @@
 """Export, import and retrain registry models as `.vdbm` packages (data manifest, code, environment, metrics)."""
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,8 @@ from .model_store import load_model_entry, parse_model_ref, save_model
 
 if TYPE_CHECKING:
     from ..engine import VisionDB
+
+log = logging.getLogger(__name__)
 
 
 def export_model(db: "VisionDB", ref: str, path: str | Path) -> Path:
@@ -27,7 +31,12 @@ def export_model(db: "VisionDB", ref: str, path: str | Path) -> Path:
 
 
 def import_package(db: "VisionDB", path: str | Path, *, register_function: bool = True) -> tuple[str, int]:
-    """Verify a package's hashes, store it in the registry under its name and version, and register its scorer."""
+    """Verify a package's hashes, store it in the registry and register its scorer; returns (name, version).
+
+    The package keeps its own NAME:VERSION when that is free or already holds the same model (importing a package
+    twice is a no-op). A local model is never overwritten: when NAME:VERSION holds a different model, the import is
+    stored under the version an earlier import of it got, else the next free version of NAME, and a warning names
+    both hashes. Use the returned version (or `modelName`/`version` of a `classifier` function) to score with it."""
     from .package import read_package
 
     local = Path(path)
@@ -43,20 +52,47 @@ def import_package(db: "VisionDB", path: str | Path, *, register_function: bool 
     config.pop("modelFormat", None)
     config.pop("packageVersion", None)
     config["algorithm"] = algorithm
-    save_model(
-        db, name, algorithm=algorithm, config=config, manifest=package.manifest, metrics=package.metrics,
-        model_bytes=package.model_bytes, model_format=package.model_format, version=version,
-    )
+    sha = hashlib.sha256(package.model_bytes).hexdigest()
+    with db.catalog.lock:
+        stored = import_version(db, name, version, sha)
+        if stored is None:
+            stored = save_model(
+                db, name, algorithm=algorithm, config=config, manifest=package.manifest, metrics=package.metrics,
+                model_bytes=package.model_bytes, model_format=package.model_format,
+                version=None if stored_hash(db, name, version) else version,
+            )
+    if stored != version:
+        log.warning(
+            "package %s: model %s:%d already holds a different model (sha256 %s, package %s); imported as %s:%d",
+            local.name, name, version, stored_hash(db, name, version), sha, name, stored,
+        )
     if register_function:
-        db.functions.put(name, {"type": "classifier", "params": {"modelName": name, "version": version}})
-    return name, version
+        db.functions.put(name, {"type": "classifier", "params": {"modelName": name, "version": stored}})
+    return name, stored
+
+
+def stored_hash(db: "VisionDB", name: str, version: int) -> str | None:
+    """The model sha256 stored under NAME:VERSION, None when that version is free."""
+    rows = db.cursor().execute(
+        "SELECT model_sha256 FROM vdb.models WHERE name = ? AND version = ?", [name, version]
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def import_version(db: "VisionDB", name: str, version: int, sha: str) -> int | None:
+    """The version of NAME that already holds the model `sha` (its own version first), None when none does."""
+    rows = db.cursor().execute(
+        "SELECT version FROM vdb.models WHERE name = ? AND model_sha256 = ? ORDER BY version = ? DESC, version",
+        [name, sha, version],
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def retrain_model(db: "VisionDB", ref: str) -> dict[str, Any]:
     """Re-create a model from its manifest (same rows, checked by hash; same algorithm, params and seed) and compare."""
     from .algorithms.registry import make_estimator
     from .metrics import results_test
-    from .procedures import TrainingData, run_query
+    from .procedures import TrainingData, run_query, with_testing_rows
 
     name, version = parse_model_ref(ref)
     entry = load_model_entry(db, name, version)
@@ -65,12 +101,14 @@ def retrain_model(db: "VisionDB", ref: str) -> dict[str, Any]:
     if "inputData" not in params:
         raise VisionDBError(f"model {name!r} has no recorded training query; it cannot be retrained", model=name)
     table = run_query(db, params["inputData"], "inputData")
+    row_ids = None
     if params.get("testingDataOverride"):
-        import pyarrow as pa
-
-        test = run_query(db, params["testingDataOverride"], "testingDataOverride")
-        table = pa.concat_tables([table, test.select(table.column_names).cast(table.schema)])
-    data = TrainingData(db, table, entry.algorithm, entry.config.get("params", {}), entry.config.get("mode", "categorical"))
+        table, row_ids = with_testing_rows(db, table, params["testingDataOverride"])
+        if not any(str(r["rowId"]).startswith("train:") for r in entry.manifest.get("rows", [])):
+            row_ids = None  # a manifest written before ids were source-qualified
+    data = TrainingData(
+        db, table, entry.algorithm, entry.config.get("params", {}), entry.config.get("mode", "categorical"), row_ids
+    )
     position = {r: i for i, r in enumerate(data.rows)}
     rows = entry.manifest.get("rows", [])
     missing = [r["rowId"] for r in rows if r["rowId"] not in position]

@@ -52,7 +52,10 @@ class TrainParams(TrainingParams):
 class TrainingData:
     """Inputs of one training query: X in the algorithm's input kind, labels, row names and content hashes."""
 
-    def __init__(self, db: Any, table: pa.Table, algorithm: str, configuration: dict, mode: str) -> None:
+    def __init__(
+        self, db: Any, table: pa.Table, algorithm: str, configuration: dict, mode: str, rows: list[str] | None = None
+    ) -> None:
+        """`rows`: manifest ids of the table's rows (default its `_rowName`s, else positions)."""
         from .algorithms.registry import get_algorithm
 
         self.table = table
@@ -81,7 +84,9 @@ class TrainingData:
             self.X = feature_matrix(table)
             self.inputs = ["features"]
             self.dims = [self.X.shape[1]]
-        self.rows = row_names(table)
+        self.rows = rows if rows is not None else row_names(table)
+        # how errors name rows: by id when the rows have names, by position otherwise
+        self.row_labels = self.rows if rows is not None or "_rowName" in table.column_names else None
         self.hashes = content_hashes(table, self.X)
 
     def _column(self, name: str) -> pa.Array:
@@ -98,6 +103,17 @@ def run_query(db: Any, query: str, field: str) -> pa.Table:
         return db.cursor().execute(query).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"{field}: {exc}", field=field) from None
+
+
+def with_testing_rows(db: Any, table: pa.Table, query: str) -> tuple[pa.Table, list[str]]:
+    """`table` followed by the rows of the `testingDataOverride` query, and source-qualified row ids
+    (`train:<name>`, `test:<name>`) so that a `_rowName` used in both tables stays unambiguous in the manifest."""
+    test = run_query(db, query, "testingDataOverride")
+    missing = [c for c in table.column_names if c not in test.column_names]
+    if missing:
+        raise TrainingError(f"testingDataOverride lacks column(s) {missing} of inputData", field="testingDataOverride")
+    combined = pa.concat_tables([table, test.select(table.column_names).cast(table.schema)])
+    return combined, [f"train:{r}" for r in row_names(table)] + [f"test:{r}" for r in row_names(test)]
 
 
 def model_config(p: TrainingParams, data: TrainingData, labels: list[str], procedure: dict) -> dict:
@@ -152,10 +168,10 @@ class ClassifierExperiment(Procedure):
         query, fold_columns = self._query()
         table = run_query(db, query, "inputData")
         folds: Any = None
+        rows = None
         if p.testingDataOverride:
-            test = run_query(db, p.testingDataOverride, "testingDataOverride")
-            table = pa.concat_tables([table, test.select(table.column_names).cast(table.schema)])
-            n_train = table.num_rows - test.num_rows
+            n_train = table.num_rows
+            table, rows = with_testing_rows(db, table, p.testingDataOverride)
             folds = [(np.arange(n_train), np.arange(n_train, table.num_rows))]
         elif fold_columns:
             folds = [self._fold_indices(table, tr, te) for tr, te in fold_columns]
@@ -165,7 +181,7 @@ class ClassifierExperiment(Procedure):
         else:
             folds = {"test_fraction": p.testFraction}
         ctx.set_progress(0, None, phase="reading inputData")
-        data = TrainingData(db, table, p.algorithm, p.configuration, p.mode)
+        data = TrainingData(db, table, p.algorithm, p.configuration, p.mode, rows)
         ctx.set_progress(0, len(folds) if isinstance(folds, list) else (p.kfold or 1), phase="training")
         history: list[dict] = []
 
@@ -176,6 +192,7 @@ class ClassifierExperiment(Procedure):
         result = run_experiment(
             data.X, data.y, algorithm=p.algorithm, params=p.configuration, folds=folds, seed=p.randomSeed,
             on_progress=on_progress, class_weight=p.classWeight, drop_missing_labels=p.dropMissingLabels,
+            row_names=data.row_labels,
         )
         procedure = {"type": self.type_name, "params": p.model_dump(mode="json")}
         out_folds = []
@@ -237,10 +254,13 @@ class ClassifierTrain(Procedure):
         p, db = self.params, self.db
         db.functions.check_id(p.functionName)
         data = TrainingData(db, run_query(db, p.inputData, "inputData"), p.algorithm, p.configuration, p.mode)
-        X, y, kept = prepare_inputs(p.algorithm, data.X, data.y, drop_missing_labels=p.dropMissingLabels)
+        model = make_estimator(p.algorithm, p.configuration, seed=p.randomSeed, class_weight=p.classWeight)
+        X, y, kept = prepare_inputs(
+            p.algorithm, data.X, data.y, drop_missing_labels=p.dropMissingLabels, estimator=model,
+            row_names=data.row_labels,
+        )
         if len(np.unique(y)) < 2:
             raise TrainingError(f"training data holds a single class {y[0]!r}; a classifier needs two or more")
-        model = make_estimator(p.algorithm, p.configuration, seed=p.randomSeed, class_weight=p.classWeight)
         if hasattr(model, "on_epoch"):
             model.on_epoch = lambda epoch, logs: ctx.set_progress(epoch, None, phase="training", last=logs)
         model.fit(X, y)

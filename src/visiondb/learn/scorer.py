@@ -10,7 +10,7 @@ import pyarrow as pa
 from ..core.config import Params
 from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
-from ..errors import ConfigError, VisionDBError
+from ..errors import ConfigError, ImageDecodeError, VisionDBError
 from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 from .inputs import list_column_matrix
 from .model_store import ModelEntry, load_model_config, load_model_entry
@@ -102,45 +102,100 @@ class ClassifierFunction(Function):
             if col.null_count:
                 valid &= ~col.is_null().to_numpy(zero_copy_only=False)
         labels = self.labels
-        if valid.all():
-            return score_array(self.predict_proba(list(columns)), labels, valid)
         proba = np.zeros((n, len(labels)))
         if valid.any():
-            proba[valid] = self.predict_proba([col.filter(pa.array(valid)) for col in columns])
+            present = np.flatnonzero(valid)
+            subset = list(columns) if valid.all() else [col.filter(pa.array(valid)) for col in columns]
+            sub_proba, scored = self.predict_proba(subset)
+            proba[present] = sub_proba
+            valid[present[~scored]] = False
         return score_array(proba, labels, valid)
 
     @property
     def labels(self) -> list[str]:
         return [str(c) for c in self.model.classes_]
 
-    def predict_proba(self, columns: list[pa.Array]) -> np.ndarray:
-        """Probabilities for whole columns at once (one batched model call)."""
-        if self.input_kind == "images":
-            from ..storage.images import ref_from_json
+    def predict_proba(self, columns: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities for whole columns at once (one batched model call), and which rows were scored.
 
-            refs = [ref_from_json(t) for t in columns[0].to_pylist()]
-            X = np.empty(len(refs), dtype=object)
-            for i, ref in enumerate(refs):
-                try:
-                    assert ref is not None
-                    X[i] = self.db.read_ref(ref)[0]
-                except VisionDBError as exc:
-                    if not report_row_error(self.id, ref.label if ref else "<null>", exc):
-                        raise
-                    X[i] = None
-            good = np.array([x is not None for x in X])
-            out = np.zeros((len(X), len(self.labels)))
-            if good.any():
-                out[good] = self.model.predict_proba(X[good])
-            return out
-        mats = [list_column_matrix(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col) for col in columns]
-        expected = self.entry.config.get("featureDims")
-        for i, m in enumerate(mats):
-            if expected and m.shape[1] != expected[i]:
+        A row that cannot be scored (unreadable or undecodable image, NaN/inf features, wrong width) is recorded
+        in the statement's error sink and left unscored (zeros, `scored` False); without a sink it raises."""
+        if self.input_kind == "images":
+            X, scored = self._image_inputs(columns[0])
+        else:
+            X, scored = self._feature_inputs(columns)
+        out = np.zeros((len(scored), len(self.labels)))
+        if scored.any():
+            out[scored] = self.model.predict_proba(X)
+        return out, scored
+
+    def _row_failed(self, item: str, error: VisionDBError) -> None:
+        """Record a row that cannot be scored; without an error sink (a plain SELECT, a REST call) raise, naming it."""
+        if not report_row_error(self.id, item, error):
+            raise type(error)(f"{self.id}({item}): {error.message}", **error.details)
+
+    def _image_inputs(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded bytes of the rows that can be scored, and a mask of those rows; an image that cannot be read
+        or decoded is reported by its URI."""
+        from ..storage.images import ref_from_json
+
+        refs = [ref_from_json(t) for t in column.to_pylist()]
+        X = np.empty(len(refs), dtype=object)
+        for i, ref in enumerate(refs):
+            try:
+                assert ref is not None
+                X[i] = self.db.read_ref(ref)[0]
+            except VisionDBError as exc:
+                if not report_row_error(self.id, ref.label if ref else "<null>", exc):
+                    raise
+                X[i] = None
+        read = np.flatnonzero([x is not None for x in X])
+        check = getattr(self.model, "undecodable", None)
+        failures = check(X[read]) if check is not None and len(read) else {}
+        for pos, exc in failures.items():
+            i = int(read[pos])
+            self._row_failed(refs[i].label, ImageDecodeError(exc.details.get("reason", exc.message), uri=refs[i].label))
+            X[i] = None
+        scored = np.asarray([x is not None for x in X], dtype=bool)
+        return X[scored], scored
+
+    def _feature_inputs(self, columns: list[pa.Array]) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
+        """The model input for the rows that fit it, and a mask of those rows; rows of another width than the
+        model's `featureDims` or with NaN/inf values are reported one by one (every row wrong: a statement error)."""
+        arrays = [col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col for col in columns]
+        names = self.input_names()
+        expected = self.model_config.get("featureDims") or []
+        ok = np.ones(len(arrays[0]), dtype=bool)
+        for i, arr in enumerate(arrays):
+            lengths = pa.compute.list_value_length(arr).to_numpy(zero_copy_only=False)
+            want = expected[i] if i < len(expected) else (int(lengths[0]) if len(lengths) else 0)
+            wrong = lengths != want
+            if len(wrong) and wrong.all():
                 raise VisionDBError(
-                    f"{self.id}: input {i} has {m.shape[1]} features but the model was trained on {expected[i]}"
+                    f"{self.id}: input {i} has {int(lengths[0])} features but the model was trained on {want}"
                 )
-        return self.model.predict_proba(mats if self.input_kind == "feature_list" else mats[0])
+            for r in np.flatnonzero(wrong & ok):
+                self._row_failed(feature_item(names[i], arr[int(r)].as_py()), VisionDBError(
+                    f"{names[i]} has {int(lengths[r])} values but the model was trained on {want}"))
+            ok &= ~wrong
+        mats = [list_column_matrix(arr.filter(pa.array(ok)), name) for arr, name in zip(arrays, names)]
+        finite = np.ones(int(ok.sum()), dtype=bool)
+        for i, m in enumerate(mats):
+            bad = ~np.isfinite(m).all(axis=1)
+            for r in np.flatnonzero(bad & finite):
+                self._row_failed(feature_item(names[i], m[r].tolist()),
+                                 VisionDBError(f"{names[i]} has NaN or infinite values"))
+            finite &= ~bad
+        rows = np.flatnonzero(ok)
+        ok[rows[~finite]] = False
+        mats = [m[finite] for m in mats]
+        return (mats if self.input_kind == "feature_list" else mats[0]), ok
+
+
+def feature_item(name: str, values: list[float]) -> str:
+    """How a feature row is named in errors (the UDF sees no row name): its input name and leading values."""
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:4])
+    return f"{name} [{shown}{', ...' if len(values) > 4 else ''}] ({len(values)} values)"
 
 
 def score_array(proba: np.ndarray, labels: list[str], valid: np.ndarray) -> pa.Array:

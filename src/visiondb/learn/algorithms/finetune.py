@@ -86,13 +86,10 @@ class FinetuneClassifier(ImageClassifier):
         side = LITE_IMAGE_SIZES[cfg.model]
         return side, side
 
-    def _prepare(self, X: Any) -> torch.Tensor:
-        from visiondb.learn.algorithms.images import decode_images
-
-        cfg = self.config
-        if cfg.grayscale:
+    def _decode_options(self) -> dict[str, Any]:
+        if self.config.grayscale:
             raise ConfigError("finetune: EfficientNet-Lite backbones take RGB images; set grayscale to false", field="params.grayscale")
-        return torch.from_numpy(decode_images(X, grayscale=False, size=self._image_size(), resize="crop"))
+        return {"grayscale": False, "size": self._image_size(), "resize": self.resize_mode}
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x * 255.0 - 127.0) / 128.0

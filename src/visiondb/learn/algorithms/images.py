@@ -20,6 +20,11 @@ _CACHE_LIMIT_BYTES = 2 << 30
 _cache_bytes = 0
 
 
+def _decode_error(row: int, reason: str) -> ImageDecodeError:
+    """An ImageDecodeError naming `row`; `details["reason"]` holds the cause alone (for callers that name the image)."""
+    return ImageDecodeError(f"row {row}: {reason}", row=row, reason=reason)
+
+
 def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
     """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style).
 
@@ -28,22 +33,24 @@ def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: R
     if isinstance(data, memoryview):
         data = data.tobytes()
     if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
-        raise ImageDecodeError(f"row {row}: expected non-empty encoded image bytes, got {type(data).__name__}", row=row)
+        raise _decode_error(row, f"expected non-empty encoded image bytes, got {type(data).__name__}")
     height, width = size
     if resize == "crop":
         target = round(max(height, width) / 0.875)
         try:
             pixels = centre_crop(decode_array(bytes(data), min_side=target), height, width, target, "bicubic")
         except ImageDecodeError as exc:
-            raise ImageDecodeError(f"row {row}: cannot decode image: {exc.message}", row=row) from None
+            raise _decode_error(row, f"cannot decode image: {exc.message}") from None
         if mode == "L":
             return np.asarray(Image.fromarray(pixels, "RGB").convert("L"))[None]
         return pixels.transpose(2, 0, 1)
     try:
         with Image.open(io.BytesIO(data)) as img:
             arr = np.asarray(img.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"row {row}: cannot decode image: {exc}", row=row) from None
+    except UnidentifiedImageError:
+        raise _decode_error(row, "cannot decode image: not a recognised image format") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _decode_error(row, f"cannot decode image: {exc}") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -74,6 +81,20 @@ def decode_images(
                 _, old = _CACHE.popitem(last=False)
                 _cache_bytes -= old.nbytes
     return out
+
+
+def undecodable(
+    X: Any, *, grayscale: bool, size: tuple[int, int], resize: ResizeMode = "stretch"
+) -> dict[int, ImageDecodeError]:
+    """Rows of X that `decode_images` would reject, with their errors; the good rows land in the decode cache."""
+    failures: dict[int, ImageDecodeError] = {}
+    for row, data in enumerate(X):
+        try:
+            decode_images([data], grayscale=grayscale, size=size, resize=resize)
+        except ImageDecodeError as exc:
+            reason = exc.details.get("reason", exc.message)
+            failures[row] = ImageDecodeError(f"row {row}: {reason}", row=row, reason=reason)
+    return failures
 
 
 def clear_cache() -> None:

@@ -8,9 +8,9 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from visiondb.errors import TrainingError
+from visiondb.errors import ImageDecodeError, TrainingError
 from visiondb.learn.algorithms.augment import AugmentParams, augment_batch
-from visiondb.learn.algorithms.images import decode_images
+from visiondb.learn.algorithms.images import decode_images, undecodable
 from visiondb.learn.algorithms.registry import register
 from visiondb.learn.algorithms.torch_base import EarlyStopping, NetworkParams, TorchClassifier
 
@@ -91,10 +91,17 @@ class ImageClassifier(TorchClassifier):
 
     resize_mode = "stretch"
 
-    def _prepare(self, X: Any) -> torch.Tensor:
+    def _decode_options(self) -> dict[str, Any]:
+        """Keyword arguments of `decode_images` for this network's input."""
         cfg = self.config
-        arr = decode_images(X, grayscale=cfg.grayscale, size=tuple(cfg.imageSize), resize=self.resize_mode)
-        return torch.from_numpy(arr)
+        return {"grayscale": cfg.grayscale, "size": tuple(cfg.imageSize), "resize": self.resize_mode}
+
+    def _prepare(self, X: Any) -> torch.Tensor:
+        return torch.from_numpy(decode_images(X, **self._decode_options()))
+
+    def undecodable(self, X: Any) -> dict[int, ImageDecodeError]:
+        """Positions of X this network cannot decode, with their errors (checked one image at a time)."""
+        return undecodable(X, **self._decode_options())
 
     def _to_input(self, batch: torch.Tensor, train: bool) -> torch.Tensor:
         x = batch.float() / 255.0
@@ -109,9 +116,10 @@ class ImageClassifier(TorchClassifier):
         """Pixel scaling after augmentation (identity: pixels / 255)."""
         return x
 
-    def fit(self, X: Any, y: Any) -> "ImageClassifier":
+    def _setup(self, X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """Every fit (whatever its loop) restarts the augmentation generator, so a refit augments as the first did."""
         self._aug_gen = torch.Generator().manual_seed(self.seed + 1)
-        return super().fit(X, y)
+        return super()._setup(X, y)
 
 
 class PixelMLPClassifier(ImageClassifier):
