@@ -1,23 +1,33 @@
 """Zip and tar(.gz/.bz2/.xz/.zst) archives: ordered member walks and random member reads without extracting to disk."""
 from __future__ import annotations
 
-import shutil
+import lzma
+import os
 import tarfile
 import tempfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator
+
+import zstandard
 
 from visiondb.errors import FetchError
 from visiondb.ingest.formats import _opener, compression_of, read_capped
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst")
+ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, tarfile.TarError, lzma.LZMAError,
+                  zstandard.ZstdError)
+"""What corrupt or truncated archives raise while being listed or read (wrapped into FetchError)."""
 
 
 def is_archive_name(name: str) -> bool:
-    """True if the file name (or URL path) ends with a zip/tar suffix."""
-    lower = name.lower().split("?", 1)[0].split("#", 1)[0]
+    """True if the file name (or URL path) ends with a zip/tar suffix; only http(s) URLs lose `?query`/`#fragment`
+    (a local path may contain `#` or `?`)."""
+    lower = name.lower()
+    if lower.startswith(("http://", "https://")):
+        lower = lower.split("?", 1)[0].split("#", 1)[0]
     return lower.endswith(ARCHIVE_SUFFIXES)
 
 
@@ -34,11 +44,18 @@ def iter_archive_members(path_or_fileobj: str | Path | IO[bytes]) -> Iterator[tu
     compressed tar streams.
     """
     src = str(path_or_fileobj) if isinstance(path_or_fileobj, Path) else path_or_fileobj
+    try:
+        yield from _iter_members(src)
+    except ARCHIVE_ERRORS as exc:
+        raise FetchError(f"cannot read archive {_label(src)}: {exc}", uri=_label(src)) from exc
+
+
+def _iter_members(src: str | IO[bytes]) -> Iterator[tuple[str, Callable[[], bytes]]]:
     if _is_zip(src):
         with zipfile.ZipFile(src) as zf:
             for info in zf.infolist():
                 if not info.is_dir() and member_wanted(info.filename):
-                    yield info.filename, (lambda info=info: zf.read(info))
+                    yield info.filename, (lambda info=info: _load(src, info.filename, lambda: zf.read(info)))
         return
     if not isinstance(src, str):
         src.seek(0)
@@ -52,7 +69,16 @@ def iter_archive_members(path_or_fileobj: str | Path | IO[bytes]) -> Iterator[tu
     with tf:
         for member in tf:
             if member.isfile() and member_wanted(member.name):
-                yield member.name, (lambda m=member: _read_tar_member(tf, m))
+                yield member.name, (lambda m=member: _load(src, m.name, lambda: _read_tar_member(tf, m)))
+
+
+def _load(src: str | IO[bytes], member: str, read: Callable[[], bytes]) -> bytes:
+    """Run one member read, turning a corrupt or truncated member into a FetchError naming it."""
+    try:
+        return read()
+    except ARCHIVE_ERRORS as exc:
+        where = f"{_label(src)}#{member}"
+        raise FetchError(f"cannot read archive member {member!r} of {_label(src)}: {exc}", uri=where) from exc
 
 
 def _is_zstd(src: str | IO[bytes]) -> bool:
@@ -72,7 +98,7 @@ def _iter_zstd_tar(src: str | IO[bytes]) -> Iterator[tuple[str, Callable[[], byt
         with _opener("zst")(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
             for member in tf:
                 if member.isfile() and member_wanted(member.name):
-                    yield member.name, (lambda m=member: _read_tar_member(tf, m))
+                    yield member.name, (lambda m=member: _load(src, m.name, lambda: _read_tar_member(tf, m)))
     finally:
         if isinstance(src, str):
             raw.close()
@@ -100,12 +126,27 @@ def _read_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         return f.read()
 
 
-class ArchiveReader:
-    """Random access to one local archive file; compressed tars are decompressed once into a temp spool file."""
+def _tar_members(tf: tarfile.TarFile, path: Path) -> list[tarfile.TarInfo]:
+    """All members; a tar cut short inside its last member's data keeps the members listed so far (reading the cut
+    member then fails, naming it), any other damage raises."""
+    try:
+        return tf.getmembers()
+    except tarfile.ReadError:
+        listed = list(tf.members)
+        if not listed or listed[-1].offset_data + listed[-1].size <= os.path.getsize(path):
+            raise
+        return listed
 
-    def __init__(self, path: Path, *, uri: str | None = None, spool_dir: str | None = None) -> None:
+
+class ArchiveReader:
+    """Random access to one local archive file; compressed tars are decompressed once into a temp spool file of at
+    most `max_bytes` (None: unlimited)."""
+
+    def __init__(self, path: Path, *, uri: str | None = None, spool_dir: str | None = None,
+                 max_bytes: int | None = None) -> None:
         self.path = Path(path)
         self.uri = uri or str(path)
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._spool: Path | None = None
         self._zip: zipfile.ZipFile | None = None
@@ -114,7 +155,10 @@ class ArchiveReader:
         self._order: list[str] = []
         try:
             self._open(spool_dir)
-        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        except FetchError:
+            self.close()
+            raise
+        except ARCHIVE_ERRORS as exc:
             self.close()
             raise FetchError(f"cannot read archive {self.uri}: {exc}", uri=self.uri) from exc
 
@@ -133,14 +177,26 @@ class ArchiveReader:
             fd, name = tempfile.mkstemp(prefix="visiondb-tar-", suffix=".tar", dir=spool_dir)
             self._spool = Path(name)
             with open(self.path, "rb") as raw, _opener(kind)(raw) as stream, open(fd, "wb") as out:
-                shutil.copyfileobj(stream, out, 1 << 20)
+                self._spool_copy(stream, out)
             tar_path = self._spool
         if not tarfile.is_tarfile(tar_path):
             raise FetchError(f"not a zip or tar archive: {self.uri}", uri=self.uri)
         self._tar = tarfile.open(tar_path, mode="r:")
-        for member in self._tar.getmembers():
+        for member in _tar_members(self._tar, tar_path):
             if member.isfile() and member_wanted(member.name):
                 self._add(member.name, member)
+
+    def _spool_copy(self, stream: IO[bytes], out: IO[bytes]) -> None:
+        """Decompress into the spool, refusing archives that expand past `max_bytes` (decompression bombs)."""
+        total = 0
+        while piece := stream.read(1 << 20):
+            total += len(piece)
+            if self.max_bytes is not None and total > self.max_bytes:
+                raise FetchError(
+                    f"archive {self.uri} decompresses to more than {self.max_bytes} bytes (the maximum archive size)",
+                    uri=self.uri,
+                )
+            out.write(piece)
 
     def _add(self, name: str, info: zipfile.ZipInfo | tarfile.TarInfo) -> None:
         if name not in self._members:
@@ -163,11 +219,16 @@ class ArchiveReader:
                 uri=f"{self.uri}#{member}",
             )
         with self._lock:
-            if self._zip is not None:
-                with self._zip.open(info) as f:  # type: ignore[arg-type]
-                    return read_capped(f, max_bytes + 1)
-            assert self._tar is not None
-            return _read_tar_member(self._tar, info)  # type: ignore[arg-type]
+            try:
+                if self._zip is not None:
+                    with self._zip.open(info) as f:  # type: ignore[arg-type]
+                        return read_capped(f, max_bytes + 1)
+                if self._tar is None:
+                    raise FetchError(f"archive {self.uri} is closed", uri=f"{self.uri}#{member}")
+                return _read_tar_member(self._tar, info)  # type: ignore[arg-type]
+            except ARCHIVE_ERRORS as exc:
+                raise FetchError(f"cannot read archive member {member!r} of {self.uri}: {exc}",
+                                 uri=f"{self.uri}#{member}") from exc
 
     def close(self) -> None:
         """Close the archive and delete any spool file."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http
 import io
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -23,8 +24,8 @@ import httpx
 from tqdm import tqdm
 
 from visiondb.errors import AccessDeniedError, FetchError, VisionDBError
-from visiondb.ingest.archives import ArchiveReader
-from visiondb.ingest.formats import looks_like_image, maybe_decompress
+from visiondb.ingest.archives import ArchiveReader, is_archive_name
+from visiondb.ingest.formats import looks_like_image, maybe_decompress, read_capped
 from visiondb.ingest.policy import FetchPolicy
 from visiondb.ingest.ratelimit import HostRateLimiter
 
@@ -46,11 +47,12 @@ class ParsedURI:
 
 
 def parse_uri(uri: str) -> ParsedURI:
-    """Classify a URI; `archive+<inner>#<member>` splits at the first `#` (the member may contain `#`)."""
+    """Classify a URI; `archive+<inner>#<member>` splits at the first `#` after an archive suffix (so the archive's
+    path and the member may both contain `#`), else at the first `#`."""
     if not isinstance(uri, str) or not uri.strip():
         raise FetchError(f"empty or invalid URI: {uri!r}", uri=str(uri))
     if uri.startswith(ARCHIVE_PREFIX):
-        inner, sep, member = uri[len(ARCHIVE_PREFIX):].partition("#")
+        inner, sep, member = _split_archive_uri(uri[len(ARCHIVE_PREFIX):])
         if not sep or not member or not inner:
             raise FetchError(f"archive URI must look like archive+<uri>#<member>: {uri}", uri=uri)
         if parse_uri(inner).kind == "archive":
@@ -67,6 +69,20 @@ def parse_uri(uri: str) -> ParsedURI:
     if "://" in uri:
         raise FetchError(f"unsupported URI scheme {scheme!r}: {uri}", uri=uri)
     return ParsedURI("local", uri, path=Path(uri).expanduser())
+
+
+def _split_archive_uri(rest: str) -> tuple[str, str, str]:
+    """`<inner>#<member>` split at the first `#` whose left side names a zip/tar; `partition("#")` when none does."""
+    at = rest.find("#")
+    while at != -1:
+        if is_archive_name(rest[:at]):
+            return rest[:at], "#", rest[at + 1:]
+        at = rest.find("#", at + 1)
+    return rest.partition("#")
+
+
+class _DeadlineExceeded(Exception):
+    """The whole response did not arrive within the policy's timeout (a server dripping bytes)."""
 
 
 class PinnedBackend(httpcore.SyncBackend):
@@ -185,6 +201,10 @@ class Fetcher:
                 err = FetchError(f"cannot read {uri}: {exc}", uri=uri)
                 err.__cause__ = exc
                 return err
+            except Exception as exc:  # noqa: BLE001 - last line: one bad row must never abort the batch
+                err = FetchError(f"cannot read {uri}: {type(exc).__name__}: {exc}", uri=uri)
+                err.__cause__ = exc
+                return err
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visiondb-fetch")
         pending: dict[Future[bytes | FetchError], int] = {}
@@ -235,14 +255,26 @@ class Fetcher:
 
     # -- local -------------------------------------------------------------------------------
     def _read_local(self, path: Path, uri: str) -> bytes:
+        """Read a regular file, at most max_bytes (checked on the opened file, so a swapped-in FIFO cannot block)."""
         real = self.policy.check_path(path, uri)
+        limit = self.policy.max_bytes
         try:
-            size = real.stat().st_size
-            if real.is_dir():
-                raise FetchError(f"{uri} is a directory, not a file", uri=uri)
-            if size > self.policy.max_bytes:
-                raise FetchError(f"file {uri} is larger than {self.policy.max_bytes} bytes ({size})", uri=uri)
-            return real.read_bytes()
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+                if stat.S_ISDIR(mode):
+                    raise FetchError(f"{uri} is a directory, not a file", uri=uri)
+                if not stat.S_ISREG(mode):
+                    raise FetchError(f"{uri} is not a regular file (a FIFO, device or socket)", uri=uri)
+                if size > limit:
+                    raise FetchError(f"file {uri} is larger than {limit} bytes ({size})", uri=uri)
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    data = read_capped(f, limit + 1)
+            finally:
+                os.close(fd)
+            if len(data) > limit:
+                raise FetchError(f"file {uri} is larger than {limit} bytes (it grew while being read)", uri=uri)
+            return data
         except FileNotFoundError as exc:
             raise FetchError(f"no such file: {uri}", uri=uri) from exc
         except PermissionError as exc:
@@ -264,12 +296,13 @@ class Fetcher:
             with self._lock:
                 if key in self._archives:
                     return self._archives[key]
+            limit = self.policy.max_archive_bytes
             if p.kind == "local":
                 if not Path(key).is_file():
                     raise FetchError(f"no such archive file: {inner}", uri=inner)
-                reader = ArchiveReader(Path(key), uri=inner)
+                reader = ArchiveReader(Path(key), uri=inner, max_bytes=limit)
             else:
-                reader = ArchiveReader(self._download_spool(inner), uri=inner)
+                reader = ArchiveReader(self._download_spool(inner), uri=inner, max_bytes=limit)
             with self._lock:
                 if self._closed:
                     reader.close()
@@ -319,7 +352,9 @@ class Fetcher:
         )
 
     def _request(self, url: str, original: str, sink: IO[bytes], limit: int) -> tuple[int, str | None, str | None]:
-        """One hop with retries; returns (status, Location, Content-Type) and writes a 2xx body to `sink`."""
+        """One hop with retries; returns (status, Location, Content-Type) and writes a 2xx body to `sink`.
+
+        Each attempt must complete within the policy's timeout as a whole, not just per socket read."""
         where = url if url == original else f"{url} (redirected from {original})"
         host = urlsplit(url).netloc
         attempts = self.policy.retries + 1
@@ -330,6 +365,7 @@ class Fetcher:
             self._limiter.acquire(host)
             sink.seek(0)
             sink.truncate()
+            deadline = time.monotonic() + self.policy.timeout if self.policy.timeout else None
             try:
                 with self._http().stream("GET", url) as resp:
                     code = resp.status_code
@@ -350,7 +386,9 @@ class Fetcher:
                             uri=original, status=code,
                         )
                     total = 0
-                    for chunk in resp.iter_bytes(1 << 16):
+                    for chunk in resp.iter_bytes():  # chunks as they arrive, so the deadline is checked
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise _DeadlineExceeded()
                         total += len(chunk)
                         if total > limit:
                             raise FetchError(f"response larger than {limit} bytes from {where}", uri=original, status=code)
@@ -363,12 +401,18 @@ class Fetcher:
                     raise AccessDeniedError(f"refused to fetch {where}: {exc.message}", uri=original,
                                             **exc.details) from None
                 raise FetchError(f"{exc.message} (fetching {where})", uri=original, **exc.details) from None
-            except httpx.TimeoutException as exc:
+            except (httpx.TimeoutException, _DeadlineExceeded) as exc:
                 last = FetchError(f"timed out after {self.policy.timeout} s fetching {where}", uri=original)
                 last.__cause__ = exc
             except httpx.TransportError as exc:
                 last = FetchError(f"connection error fetching {where}: {exc or type(exc).__name__}", uri=original)
                 last.__cause__ = exc
+            except httpx.DecodingError as exc:  # a body that does not match its Content-Encoding: not retried
+                raise FetchError(f"cannot decode the response body of {where}: {exc}", uri=original) from exc
+            except httpx.InvalidURL as exc:
+                raise FetchError(f"invalid URL {where}: {exc}", uri=original) from exc
+            except httpx.HTTPError as exc:
+                raise FetchError(f"cannot fetch {where}: {exc or type(exc).__name__}", uri=original) from exc
         assert last is not None
         if attempts > 1:
             last.message = f"{last.message} (gave up after {attempts} attempts)"

@@ -18,7 +18,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import VisionDBError
-from .writes import ERROR_COLUMNS, errors_table, write_errors
+from .writes import ERROR_COLUMNS, clear_errors, errors_table, write_errors
 
 CHUNK_ROWS = 128
 
@@ -57,18 +57,15 @@ class ImportImages(Procedure):
             split_column=p.splitColumn,
             limit=p.limit,
         )
-        for r in records:  # CSV columns named label/split fill those roles unless other columns were named
-            for role in ("label", "split"):
-                if role in r.extra:
-                    value = r.extra.pop(role)
-                    if getattr(r, role) is None:
-                        setattr(r, role, None if value is None else str(value))
-            r.extra.pop("image", None)
-            r.extra.pop("_rowName", None)
-        rows = [(row_name(p.dataFileUrl, r.uri), r) for r in records]
+        for r in records:
+            _assign_roles(r)
+        rows, duplicates = _unique_rows(p.dataFileUrl, records)
         extra_cols = sorted({k for _, r in rows for k in r.extra})
         signature = json.dumps({"procedure": self.id, "params": p.model_dump(mode="json")}, sort_keys=True)
         done = self._prepare(out, extra_cols, signature)
+        for e in duplicates:
+            ctx.record_error(e["cause"], row=e["_rowName"], uri=e["uri"])
+        write_errors(db, out, duplicates, ctx.run_id)
         todo = [(name, r) for name, r in rows if name not in done]
         imported = self._import(ctx, out, todo, extra_cols)
         db.catalog.set_marker(out, self.type_name, signature, complete=True)
@@ -82,7 +79,7 @@ class ImportImages(Procedure):
             "imported": imported,
             "alreadyPresent": len(rows) - len(todo),
             "errorCount": ctx.record.get("errorCount", 0),
-            "discovered": len(rows),
+            "discovered": len(records),
         }
 
     # set-up and resume ---------------------------------------------------------------------
@@ -156,20 +153,56 @@ class ImportImages(Procedure):
             return exc
 
     def _flush(self, out: str, good: list[dict], bad: list[dict], run_id: str) -> int:
-        """Insert one chunk atomically; rows already present (a resumed run) are skipped, never duplicated."""
-        cur = self.db.cursor()
-        if good:
-            table = pa.Table.from_pylist(good)
-            cur.register("_vdb_import_chunk", table)
-            try:
-                cur.execute(
-                    f"INSERT INTO {quote_ident(out)} BY NAME SELECT * REPLACE (image::image AS image)"
-                    f" FROM _vdb_import_chunk c WHERE c._rowName NOT IN (SELECT _rowName FROM {quote_ident(out)})"
-                )
-            finally:
-                cur.unregister("_vdb_import_chunk")
-        write_errors(self.db, out, bad, run_id)
+        """Insert one chunk and its errors atomically; rows already present (a resumed run) are skipped, never
+        duplicated, and rows that now succeed lose the error rows earlier runs left for them."""
+        with self.db.transaction() as cur:
+            if good:
+                cur.register("_vdb_import_chunk", pa.Table.from_pylist(good))
+                try:
+                    cur.execute(
+                        f"INSERT INTO {quote_ident(out)} BY NAME SELECT * REPLACE (image::image AS image)"
+                        f" FROM _vdb_import_chunk c WHERE c._rowName NOT IN (SELECT _rowName FROM {quote_ident(out)})"
+                    )
+                finally:
+                    cur.unregister("_vdb_import_chunk")
+                clear_errors(self.db, out, [g["_rowName"] for g in good], run_id)
+            write_errors(self.db, out, bad, run_id)
         return len(good)
+
+
+FIXED_COLUMNS = ("_rowName", "image", "label", "split")
+_FIXED_LOWER = frozenset(c.lower() for c in FIXED_COLUMNS)
+
+
+def _assign_roles(record: Any) -> None:
+    """CSV columns named label/split (any case) fill those roles unless other columns were named; columns named
+    like the other fixed columns (`_rowName`, `image`, any case) are dropped, so no extra column clashes with them."""
+    for key in list(record.extra):
+        role = key.lower()
+        if role not in _FIXED_LOWER:
+            continue
+        value = record.extra.pop(key)
+        if role in ("label", "split") and getattr(record, role) is None:
+            setattr(record, role, None if value is None else str(value))
+
+
+def _unique_rows(data_file_url: str, records: list[Any]) -> tuple[list[tuple[str, Any]], list[dict]]:
+    """`(row name, record)` of the first record of each row name, and an error row for every later duplicate."""
+    first: dict[str, Any] = {}
+    rows: list[tuple[str, Any]] = []
+    duplicates: list[dict] = []
+    for r in records:
+        name = row_name(data_file_url, r.uri)
+        if name in first:
+            kept = first[name]
+            same = "URI" if kept.uri == r.uri else f"row name (as {kept.uri})"
+            duplicates.append({"_rowName": name, "uri": r.uri, "status": None,
+                               "cause": f"row {r.row + 1} ({r.uri}): duplicate of row {kept.row + 1}, same {same};"
+                                        " skipped, the first is imported"})
+            continue
+        first[name] = r
+        rows.append((name, r))
+    return rows, duplicates
 
 
 def row_name(data_file_url: str, uri: str) -> str:

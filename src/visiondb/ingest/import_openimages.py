@@ -18,7 +18,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, VisionDBError
-from .writes import ERROR_COLUMNS, IMAGE_ARROW, errors_table, write_errors
+from .writes import ERROR_COLUMNS, IMAGE_ARROW, clear_errors, errors_table, write_errors
 
 CHUNK_IMAGES = 64
 TABLE_COLUMNS = (
@@ -91,8 +91,7 @@ class ImportOpenImages(Procedure):
                         bad.append({"_rowName": name, "uri": box.url, "status": getattr(exc, "status", None),
                                     "cause": f"image {image_id}: {exc.message}"})
                 if n % CHUNK_IMAGES == 0 or n == len(todo):
-                    crops += self._flush(out, rows)
-                    write_errors(db, out, bad, ctx.run_id)
+                    crops += self._flush(out, rows, bad, ctx.run_id)
                     bar.update(n - flushed)
                     rows, bad, flushed = [], [], n
         finally:
@@ -163,8 +162,16 @@ class ImportOpenImages(Procedure):
             })
         return rows
 
-    def _flush(self, out: str, rows: list[dict]) -> int:
-        """Insert one chunk atomically, skipping rows already present."""
+    def _flush(self, out: str, rows: list[dict], bad: list[dict], run_id: str) -> int:
+        """Insert one chunk and its errors atomically, skipping rows already present; rows that now succeed lose
+        the error rows earlier runs left for them."""
+        with self.db.transaction():
+            count = self._insert(out, rows)
+            clear_errors(self.db, out, [r["_rowName"] for r in rows], run_id)
+            write_errors(self.db, out, bad, run_id)
+        return count
+
+    def _insert(self, out: str, rows: list[dict]) -> int:
         if not rows:
             return 0
         schema = pa.schema([

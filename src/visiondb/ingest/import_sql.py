@@ -55,7 +55,7 @@ class ImportSQL(Procedure):
         db.datasets.check_id(out)
         if p.chunkSize < 1:
             raise ConfigError(f"chunkSize must be >= 1, got {p.chunkSize}", field="params.chunkSize")
-        engine = external.make_engine(p.connection)
+        engine = external.make_engine(p.connection, policy=db.fetcher.policy)
         prefix = f"sql:{source_name(p.query)}/"
         cur = db.cursor()
         cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
@@ -63,13 +63,15 @@ class ImportSQL(Procedure):
         ctx.set_progress(0, None, phase=f"querying {external.masked(engine)}")
         bar = ctx.bar(None, f"import.sql → {out}")
         rows = errors = 0
+        result_set = False
         try:
             for chunk in external.stream_query(engine, p.query, chunk_size=p.chunkSize):
+                result_set = True
                 if p.named is not None and p.named not in chunk.column_names:
                     raise ConfigError(f"named column {p.named!r} is not in the query result {chunk.column_names}",
                                       field="params.named")
                 table, bad = self._prepare(chunk, rows, prefix)
-                if table.num_rows or rows == 0:
+                if table.num_rows or rows == 0:  # an empty first chunk (no rows) still replaces the output
                     write_chunk(db, out, table, first=(rows == 0), image_columns=(p.imageColumn,))
                 for e in bad:
                     ctx.record_error(e["cause"], row=e["_rowName"], uri=e["uri"])
@@ -80,7 +82,7 @@ class ImportSQL(Procedure):
         finally:
             bar.close()
             engine.dispose()
-        if rows == 0 and not db.table_exists(out):
+        if not result_set:
             raise QueryError(f"import.sql: query returned no result set: {p.query[:200]}", field="params.query")
         db.datasets.register_output(out, p.outputDataset.type, {"createdBy": self.id})
         db.datasets.register_output(out + "_errors", "tabular", {"createdBy": self.id})
@@ -160,7 +162,7 @@ class ExportSQL(Procedure):
         if p.chunkSize < 1:
             raise ConfigError(f"chunkSize must be >= 1, got {p.chunkSize}", field="params.chunkSize")
         key = [p.key] if isinstance(p.key, str) else list(p.key or [])
-        engine = external.make_engine(p.connection)
+        engine = external.make_engine(p.connection, policy=db.fetcher.policy)
         reader_cur = db.connection.cursor()  # own cursor: the streamed result stays open while we write
         written = 0
         bar = ctx.bar(None, f"export.sql → {p.outputTable}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -117,8 +118,10 @@ def _resolve_relative(value: str, csv_uri: str) -> str:
     if p.kind == "http":
         return urljoin(csv_uri, value)
     if p.kind == "archive":
-        base = PurePosixPath(p.member or "").parent
-        return f"{ARCHIVE_PREFIX}{p.inner}#{(base / value).as_posix()}"
+        member = posixpath.normpath(posixpath.join(posixpath.dirname(p.member or ""), value))
+        if member == ".." or member.startswith("../"):
+            raise ConfigError(f"{value!r} points outside the archive {p.inner}", field="data_file_url")
+        return f"{ARCHIVE_PREFIX}{p.inner}#{member}"
     if os.path.isabs(os.path.expanduser(value)):
         return os.path.expanduser(value)
     assert p.path is not None
@@ -133,7 +136,15 @@ def _from_csv(uri: str, fetcher: Fetcher, uri_column: str, label_column: str | N
     except UnicodeDecodeError as exc:
         raise FetchError(f"CSV {uri} is not UTF-8: {exc}", uri=uri) from exc
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",")
-    columns = reader.fieldnames or []
+    try:
+        return _csv_records(reader, uri, uri_column, label_column, split_column, limit)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit(), or a bad quote
+        raise ConfigError(f"CSV {uri} line {reader.reader.line_num}: {exc}", field="data_file_url") from None
+
+
+def _csv_records(reader: csv.DictReader, uri: str, uri_column: str, label_column: str | None,
+                 split_column: str | None, limit: int | None) -> list[ImageRecord]:
+    columns = _csv_header(reader, uri)
     for role, col in (("uri_column", uri_column), ("label_column", label_column), ("split_column", split_column)):
         if col is not None and col not in columns:
             raise ConfigError(f"CSV {uri} has no column {col!r} ({role}); columns are {columns}", field=role)
@@ -142,16 +153,45 @@ def _from_csv(uri: str, fetcher: Fetcher, uri_column: str, label_column: str | N
     for n, row in enumerate(reader):
         if limit is not None and len(records) >= limit:
             break
+        where = f"CSV {uri} data row {n + 1} (line {reader.line_num})"
         value = (row.get(uri_column) or "").strip()
         if not value:
-            raise ConfigError(f"CSV {uri} data row {n + 1} (line {reader.line_num}): empty {uri_column!r}",
-                              field=uri_column, row=n + 1)
+            raise ConfigError(f"{where}: empty {uri_column!r}", field=uri_column, row=n + 1)
+        try:
+            resolved = _resolve_relative(value, uri)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc.message}", field=uri_column, row=n + 1) from None
         extra = {k: v for k, v in row.items() if k not in used and k is not None}
         records.append(ImageRecord(
             len(records),
-            _resolve_relative(value, uri),
+            resolved,
             (row.get(label_column) or None) if label_column else None,
             (row.get(split_column) or None) if split_column else None,
             extra,
         ))
     return records
+
+
+def _csv_header(reader: csv.DictReader, uri: str) -> list[str]:
+    """The header with empty names replaced by `column_<position>` (a trailing comma); names must be unique
+    case-insensitively, since they become dataset columns."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    raw = list(reader.fieldnames or [])
+    taken = {n.lower() for n in raw}
+    for i, name in enumerate(raw, start=1):
+        if not name.strip():
+            name = f"column_{i}"
+            while name.lower() in taken:
+                name += "_"
+            taken.add(name.lower())
+        if name.lower() in seen:
+            first = seen[name.lower()]
+            raise ConfigError(f"CSV {uri}: column {i} {name!r} has the same name as column {first} "
+                              f"{names[first - 1]!r} (names are compared case-insensitively); rename one",
+                              field="data_file_url")
+        seen[name.lower()] = i
+        names.append(name)
+    if raw:
+        reader.fieldnames = names
+    return names

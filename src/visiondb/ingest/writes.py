@@ -31,7 +31,7 @@ def write_chunk(db: Any, out: str, table: pa.Table, *, first: bool, image_column
 
 
 def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
-    """Record per-row failures in `<out>_errors`, replacing earlier entries for the same rows (re-runs)."""
+    """Record per-row failures in `<out>_errors`, replacing entries earlier runs left for the same rows (re-runs)."""
     if not errors:
         return
     cur = db.cursor()
@@ -39,6 +39,7 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
     try:
         cur.execute(
             f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN (SELECT _rowName FROM _vdb_sql_errors)"
+            " AND run_id IS DISTINCT FROM ?", [run_id]
         )
         cur.execute(
             f"INSERT INTO {quote_ident(errors_table(out))} BY NAME"
@@ -46,6 +47,21 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
         )
     finally:
         cur.unregister("_vdb_sql_errors")
+
+
+def clear_errors(db: Any, out: str, names: list[str], run_id: str) -> None:
+    """Delete the error rows earlier runs left for rows that have now been written (a resumed or re-run import)."""
+    if not names:
+        return
+    cur = db.cursor()
+    cur.register("_vdb_cleared_rows", pa.table({"_rowName": pa.array(names, pa.string())}))
+    try:
+        cur.execute(
+            f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN (SELECT _rowName FROM _vdb_cleared_rows)"
+            " AND run_id IS DISTINCT FROM ?", [run_id]
+        )
+    finally:
+        cur.unregister("_vdb_cleared_rows")
 
 
 def errors_table(out: str) -> str:

@@ -11,6 +11,7 @@ import decimal
 import json
 import os
 from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -22,12 +23,16 @@ PASSWORD_ENV = "VISIONDB_SQL_PASSWORD"
 KEY_STRING_LENGTH = 255
 
 
-def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
-    """An engine for a SQLAlchemy URL; the password comes from the URL, `password` or env VISIONDB_SQL_PASSWORD."""
+def make_engine(url: str, *, password: str | None = None, policy: Any = None) -> sa.Engine:
+    """An engine for a SQLAlchemy URL; the password comes from the URL, `password` or env VISIONDB_SQL_PASSWORD.
+
+    With a FetchPolicy, a SQLite database file must pass its local-path rules (allowed roots, local access)."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"connection is not a valid SQLAlchemy URL: {exc}", field="connection") from None
+    if policy is not None:
+        parsed = _check_sqlite_path(parsed, policy)
     secret = password if password is not None else os.environ.get(PASSWORD_ENV)
     if parsed.password is None and secret:
         parsed = parsed.set(password=secret)
@@ -35,6 +40,20 @@ def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError, sa.exc.NoSuchModuleError) as exc:
         raise ConfigError(f"cannot use connection {masked(parsed)}: {exc}", field="connection") from None
+
+
+def _check_sqlite_path(parsed: sa.URL, policy: Any) -> sa.URL:
+    """Apply the policy's `check_path` to a SQLite URL's database file (in-memory databases pass); the checked,
+    resolved path replaces the URL's so a symlink cannot be swapped in between."""
+    if parsed.get_backend_name() != "sqlite":
+        return parsed
+    database = parsed.database or ""
+    uri_mode = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    path = urlsplit(database).path if uri_mode and database.startswith("file:") else database
+    if path in ("", ":memory:") or (uri_mode and parsed.query.get("mode") == "memory"):
+        return parsed
+    real = policy.check_path(path, masked(parsed))
+    return parsed if uri_mode else parsed.set(database=str(real))
 
 
 def masked(target: sa.Engine | sa.URL | str) -> str:
@@ -59,9 +78,12 @@ def _error(engine: sa.Engine, what: str, exc: Exception) -> VisionDBError:
 def stream_query(
     engine: sa.Engine, query: str, params: dict[str, Any] | None = None, *, chunk_size: int = 10_000
 ) -> Iterator[pa.Table]:
-    """Run a SELECT with a server-side cursor and yield Arrow tables of at most `chunk_size` rows.
+    """Run a SELECT with a server-side cursor and yield Arrow tables of at most `chunk_size` rows; a SELECT without
+    rows yields one empty table (string columns) so callers still see its columns. A statement that returns no
+    result set yields nothing.
 
     Column types are inferred from the first chunk that has a non-null value; all-null columns become strings.
+    Decimals take the precision/scale the driver reports (else precision 38), so wider values in later chunks fit.
     """
     if chunk_size < 1:
         raise ConfigError(f"chunkSize must be >= 1, got {chunk_size}", field="chunkSize")
@@ -71,29 +93,74 @@ def stream_query(
             result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
                 sa.text(query), params or {}
             )
+            if not result.returns_rows:
+                return
             names = list(result.keys())
+            specs = _numeric_specs(getattr(result.cursor, "description", None), len(names))
+            empty = True
             for part in result.partitions(chunk_size):
-                yield _to_arrow(names, [tuple(r) for r in part], schema)
+                empty = False
+                yield _to_arrow(names, [tuple(r) for r in part], schema, specs)
+            if empty:
+                yield _to_arrow(names, [], schema, specs)
     except sa.exc.SQLAlchemyError as exc:
         raise _error(engine, "query failed", exc) from None
 
 
-def _to_arrow(names: list[str], rows: list[tuple], schema: dict[str, pa.DataType]) -> pa.Table:
+def _numeric_specs(description: Any, width: int) -> list[tuple[Any, Any]]:
+    """(precision, scale) per result column from the DB-API cursor description ((None, None) where unknown)."""
+    specs: list[tuple[Any, Any]] = [(None, None)] * width
+    if description is None or len(description) != width:
+        return specs
+    for i, d in enumerate(description):
+        try:
+            specs[i] = (d[4], d[5])
+        except (IndexError, TypeError):
+            pass
+    return specs
+
+
+def _to_arrow(names: list[str], rows: list[tuple], schema: dict[str, pa.DataType],
+              specs: list[tuple[Any, Any]] | None = None) -> pa.Table:
     columns = list(zip(*rows)) if rows else [() for _ in names]
     arrays = []
-    for name, values in zip(names, columns):
+    for i, (name, values) in enumerate(zip(names, columns)):
         values = [_plain(v) for v in values]
-        known = schema.get(name)
-        if known is not None:
-            arrays.append(pa.array(values, type=known))
-            continue
-        arr = pa.array(values)
-        if pa.types.is_null(arr.type):
-            arr = pa.array(values, type=pa.string())
-        else:
-            schema[name] = arr.type
-        arrays.append(arr)
+        try:
+            arrays.append(_column(name, values, schema, specs[i] if specs else (None, None)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
+            known = schema.get(name)
+            what = f"the type {known} set by earlier rows" if known is not None else "one Arrow type"
+            raise QueryError(f"query result column {name!r}: values do not fit {what} ({exc}); cast the column in"
+                             " the query to one type", column=name) from None
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _column(name: str, values: list[Any], schema: dict[str, pa.DataType], spec: tuple[Any, Any]) -> pa.Array:
+    """One column as Arrow, in the type fixed for `name` by earlier chunks, else inferred (and then fixed)."""
+    known = schema.get(name)
+    if known is not None:
+        return pa.array(values, type=known)
+    arr = pa.array(values)
+    if pa.types.is_null(arr.type):
+        return pa.array(values, type=pa.string())
+    if pa.types.is_decimal(arr.type) and arr.type.precision <= 38:
+        arr = pa.array(values, type=_decimal_type(arr.type, *spec))
+    schema[name] = arr.type
+    return arr
+
+
+def _decimal_type(inferred: pa.DataType, precision: Any, scale: Any) -> pa.DataType:
+    """A decimal wide enough for every value of the column: the reported precision/scale (never narrower than the
+    first chunk's), or decimal(38, scale) when the driver does not report them (e.g. an unconstrained NUMERIC)."""
+    s = max(scale, inferred.scale) if _is_int(scale) and scale >= 0 else inferred.scale
+    p = max(precision, inferred.precision) if _is_int(precision) and s <= precision <= 38 and precision > 0 else 38
+    return pa.decimal128(p, s)
+
+
+def _is_int(value: Any) -> bool:
+    """A real integer (drivers report None, or booleans in some description fields)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _plain(value: Any) -> Any:
