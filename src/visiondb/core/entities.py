@@ -1,13 +1,16 @@
 """Base classes for the three entity kinds and the collections hanging off a connection (`db.datasets`, ...)."""
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import traceback
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from ..errors import ConfigError, NotFoundError, VisionDBError
+import duckdb
+
+from ..errors import ConfigError, ConflictError, NotFoundError, QueryError, VisionDBError
 from .config import EntityConfig, Params, parse_config, parse_params
 from .registry import DATASET_TYPES, FUNCTION_TYPES, PROCEDURE_TYPES, Registry
 from .runs import RunContext, new_run_record, timestamp
@@ -15,6 +18,7 @@ from .runs import RunContext, new_run_record, timestamp
 if TYPE_CHECKING:
     from ..engine import VisionDB
 
+log = logging.getLogger("visiondb")
 SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENTITY_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -42,8 +46,25 @@ class Dataset(Entity):
         """Create the backing table if the type defines its columns; procedures create it otherwise."""
 
     def drop(self) -> None:
-        self.db.cursor().execute(f"DROP TABLE IF EXISTS {quote_ident(self.id)}")
-        self.db.cursor().execute(f"DROP VIEW IF EXISTS {quote_ident(self.id)}")
+        """Drop the backing table or view (whichever it is); a refusal by DuckDB is a QueryError."""
+        kind = self.object_kind()
+        if kind is None:
+            return
+        try:
+            self.db.cursor().execute(f"DROP {kind} IF EXISTS {quote_ident(self.id)}")
+        except duckdb.Error as exc:
+            raise QueryError(f"dataset {self.id!r}: cannot drop its {kind.lower()}: {exc}", dataset=self.id) from None
+
+    def object_kind(self) -> str | None:
+        """'VIEW' or 'TABLE' for the object of the main schema DuckDB resolves this dataset's id to, else None."""
+        row = self.db.cursor().execute(
+            "SELECT 'VIEW' FROM duckdb_views() WHERE lower(view_name) = lower(?) AND schema_name = 'main'"
+            " AND NOT internal AND database_name = current_database()"
+            " UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE lower(table_name) = lower(?)"
+            " AND schema_name = 'main' AND database_name = current_database()",
+            [self.id, self.id],
+        ).fetchall()
+        return row[0][0] if row else None
 
     def status(self) -> dict:
         return self.db.table_status(self.id)
@@ -115,16 +136,44 @@ class Collection:
                 field="id",
             )
 
+    def check_case_conflict(self, id: str) -> None:
+        """Refuse (409) an id that differs only in case from an existing one: DuckDB names ignore case, so
+        `D` would replace or drop the table or macro of `d`."""
+        conflicts = self.case_conflicts(id)
+        if conflicts:
+            other = conflicts[0]
+            raise ConflictError(
+                f"{self.kind} id {id!r} differs only in case from the existing {other!r}; DuckDB names are"
+                f" case-insensitive, so use {other!r} or another id", field="id", id=id, existing=other,
+            )
+
+    def case_conflicts(self, id: str) -> list[str]:
+        """Existing entity ids of this kind equal to `id` but for case."""
+        return [e for e in self.list() if e != id and e.lower() == id.lower()]
+
     def put(self, id: str, config: Mapping[str, Any] | str) -> dict:
         self.check_id(id)
         with self._lock:
+            self.check_case_conflict(id)
             cfg, entity = self.build(id, config)
-            if id in self._instances or self.db.catalog.get_entity(self.kind, id):
+            replacing = id in self._instances or self.db.catalog.get_entity(self.kind, id) is not None
+            previous = self._instances.get(id)
+            if replacing:
                 self._remove_instance(id)
-            self.activate(entity)
+            try:
+                self.activate(entity)
+            except BaseException:
+                if replacing:  # a failed replacement leaves the old entity working
+                    self._restore(id, previous)
+                raise
             self.db.catalog.put_entity(self.kind, id, cfg.type, cfg.params)
             self._instances[id] = entity
         return self.describe(id)
+
+    def _restore(self, id: str, previous: Entity | None) -> None:
+        """Put back the live instance a failed replacement removed."""
+        if previous is not None:
+            self._instances[id] = previous
 
     def post(self, config: Mapping[str, Any] | str) -> dict:
         cfg = parse_config(config, self.kind)
@@ -194,6 +243,9 @@ class DatasetCollection(Collection):
         entity.create()
 
     def _remove_instance(self, id: str, dropping: bool = False) -> None:
+        if dropping and self.case_conflicts(id):  # an older catalog may hold `d` and `D`: both name one table
+            log.warning("dataset %r shares its table with %s: the table is kept", id, self.case_conflicts(id))
+            dropping = False
         if dropping:
             try:
                 self.instance(id).drop()  # type: ignore[attr-defined]
@@ -204,6 +256,7 @@ class DatasetCollection(Collection):
     def register_output(self, id: str, type_name: str = "tabular", params: dict | None = None) -> None:
         """Record a table written by a procedure as a dataset entity (idempotent)."""
         self.check_id(id)
+        self.check_case_conflict(id)
         if not self.exists(id):
             self.db.catalog.put_entity(self.kind, id, type_name, params or {})
         self._instances.pop(id, None)
@@ -221,6 +274,19 @@ class FunctionCollection(Collection):
         entity = self._instances.pop(id, None)
         if entity is not None:
             entity.unregister()  # type: ignore[attr-defined]
+
+    def _restore(self, id: str, previous: Entity | None) -> None:
+        """Re-register the function a failed replacement unregistered (rebuilt from the catalog if needed)."""
+        try:
+            if previous is None:
+                found = self.db.catalog.get_entity(self.kind, id)
+                if found is None:
+                    return
+                _, previous = self.build(id, {"type": found[0], "params": found[1]})
+            self.activate(previous)
+            self._instances[id] = previous
+        except Exception:  # noqa: BLE001 - the replacement's own error is the one to report
+            log.exception("function %r could not be restored after a failed replacement", id)
 
     def load_all(self) -> list[dict]:
         """Re-register every catalogued function on a newly opened connection; report failures."""
@@ -249,10 +315,19 @@ class ProcedureCollection(Collection):
         super().__init__(db)
         self._live: dict[tuple[str, str], dict] = {}
 
+    def case_conflicts(self, id: str) -> list[str]:
+        """Procedures map to no DuckDB object, so ids differing in case do not collide."""
+        return []
+
     def put(self, id: str, config: Mapping[str, Any] | str, *, run: bool | None = None) -> dict:
         cfg = parse_config(config, self.kind)
         params = dict(cfg.params)
         run_on_creation = params.pop("runOnCreation", True)
+        if not isinstance(run_on_creation, bool):
+            raise ConfigError(
+                f"params.runOnCreation must be a JSON boolean (true or false), got {run_on_creation!r}",
+                field="params.runOnCreation",
+            )
         record = super().put(id, {"type": cfg.type, "params": params})
         if run if run is not None else run_on_creation:
             first = self.run(id)

@@ -102,7 +102,7 @@ def warm_functions(app: FastAPI, function_ids: Any) -> list[dict]:
         try:
             db.functions.instance(fid)
             uri = db.media.put_transient(_tiny_jpeg())
-            app.state.batchers.get(fid).submit(uri).result(timeout=600)
+            app.state.batchers.submit(fid, uri).result(timeout=app.state.settings.apply_timeout_s)
         except Exception as exc:  # noqa: BLE001 - a failed warm-up is reported, the server still starts
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.warning("warm-up of function %r failed: %s", fid, message)

@@ -22,6 +22,13 @@ from ..sql.udf import output_object
 
 _STOP = object()
 STATEMENTS_IN_FLIGHT = 2  # batches of one function running at once
+SUBMIT_TRIES = 3  # a batcher closed under a submit (the function was replaced) is replaced by a fresh one
+
+
+class BatcherClosedError(VisionDBError):
+    """The batcher was closed (its function replaced or deleted) before the item could be queued."""
+
+    http_code = 503
 
 
 @dataclass
@@ -43,6 +50,7 @@ class MicroBatcher:
         self.fallbacks = 0  # batches re-run one by one because one row failed
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"visiondb-batch-{function_id}-{i}", daemon=True)
             for i in range(STATEMENTS_IN_FLIGHT)
@@ -51,12 +59,21 @@ class MicroBatcher:
             thread.start()
 
     def submit(self, value: str) -> Future:
-        """Queue one input value (a URI string); the future resolves to the function's output value."""
+        """Queue one input value (a URI string); the future resolves to the function's output value.
+
+        Raises BatcherClosedError after `close()`: no worker would ever run the item."""
         item = _Item(value, Future())
-        with self._lock:
+        with self._lock:  # close() sets the flag under this lock, so no item is queued behind the stop markers
+            if self._closed:
+                raise BatcherClosedError(f"the batcher of function {self.function_id!r} is closed",
+                                         function=self.function_id)
             self.requests += 1
-        self._queue.put(item)
+            self._queue.put(item)
         return item.future
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def stats(self) -> dict:
         """Counters for tests and monitoring."""
@@ -65,9 +82,13 @@ class MicroBatcher:
                 "maxBatch": self.max_batch, "maxWaitMs": self.max_wait * 1000.0}
 
     def close(self) -> None:
-        """Stop the workers after the requests already queued."""
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        """Stop the workers after the requests already queued; later submits raise BatcherClosedError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
         for thread in self._threads:
             thread.join(timeout=30)
 
@@ -164,6 +185,21 @@ class BatcherPool:
                 batcher = MicroBatcher(self.db, function_id, self.max_batch, self.max_wait_ms)
                 self._batchers[function_id] = batcher
             return batcher
+
+    def submit(self, function_id: str, value: str) -> Future:
+        """Queue `value` on the function's batcher, on a fresh one if a concurrent drop closed it meanwhile."""
+        for _ in range(SUBMIT_TRIES - 1):
+            try:
+                return self.get(function_id).submit(value)
+            except BatcherClosedError:
+                self._forget(function_id)
+        return self.get(function_id).submit(value)
+
+    def _forget(self, function_id: str) -> None:
+        with self._lock:
+            batcher = self._batchers.get(function_id)
+            if batcher is not None and batcher.closed:
+                del self._batchers[function_id]
 
     def drop(self, function_id: str) -> None:
         with self._lock:

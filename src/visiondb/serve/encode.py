@@ -50,7 +50,11 @@ class SafeJSONResponse(JSONResponse):
     """A JSONResponse that first converts its content with `jsonable` (never fails on NaN or bytes)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(jsonable(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        safe = jsonable(content)
+        try:
+            return json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate (e.g. an echoed "\ud800"): escape it as \uXXXX
+            return json.dumps(safe, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def respond(content: Any, status_code: int = 200) -> SafeJSONResponse:

@@ -26,6 +26,12 @@ class PayloadTooLargeError(VisionDBError):
     http_code = 413
 
 
+class ApplyTimeoutError(VisionDBError):
+    """A function application did not finish within the server's `apply_timeout_s`."""
+
+    http_code = 504
+
+
 def error_response(message: str, code: int, details: dict | None = None) -> SafeJSONResponse:
     """The one error body shape used by every route."""
     return SafeJSONResponse({"error": message, "httpCode": code, "details": details or {}}, status_code=code)

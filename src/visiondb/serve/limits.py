@@ -27,20 +27,40 @@ class BodyLimitMiddleware:
             )
             await response(scope, receive, send)
             return
-        received = 0
+        await self._stream_limited(scope, receive, send)
+
+    async def _stream_limited(self, scope: dict, receive: Any, send: Any) -> None:
+        """Count streamed (chunked) body bytes; once over the limit, answer 413 whatever the route made of the
+        failed read (FastAPI turns a failed body read into a 400 'error parsing the body')."""
+        received, over, replaced = 0, False, False
 
         async def limited() -> dict:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    over = True
                     raise PayloadTooLargeError(
                         f"request body is over the limit of {self.max_bytes} bytes", limit=self.max_bytes
                     )
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded_send(message: dict) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                replaced = over and message.get("status") != 413
+                if replaced:  # the route's own answer to the failed read (a 400) is dropped for the 413
+                    response = error_response(
+                        f"request body is over the limit of {self.max_bytes} bytes", 413,
+                        {"limit": self.max_bytes, "path": scope.get("path")},
+                    )
+                    await response(scope, receive, send)
+                    return
+            if not replaced:
+                await send(message)
+
+        await self.app(scope, limited, guarded_send)
 
 
 def _content_length(scope: dict) -> int | None:

@@ -21,7 +21,7 @@ from ..ingest.formats import looks_like_image
 from ..sql.udf import input_value
 from .batching import shape_output
 from .encode import respond
-from .errors import PayloadTooLargeError
+from .errors import ApplyTimeoutError, PayloadTooLargeError
 from .models import ERROR_RESPONSES, ApplicationRequest, ApplicationResponse, parse_body
 from .security import require_token
 
@@ -140,8 +140,7 @@ async def _apply(request: Request, id: str, inputs: dict, started: float) -> Res
             inputs[missing[0]] = inputs.pop("file")
     value = _single_value(function, names, inputs)
     if value is not None:
-        future = request.app.state.batchers.get(id).submit(value)
-        output = shape_output(await asyncio.wrap_future(future), function.output_name())
+        output = shape_output(await _batched(request, id, value), function.output_name())
     else:
         output = await run_in_threadpool(db.functions.apply, id, inputs)
     body: dict[str, Any] = {"output": output}
@@ -150,6 +149,18 @@ async def _apply(request: Request, id: str, inputs: dict, started: float) -> Res
         body["scores"] = _scores(output["scores"])
     body["timing_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
     return respond(body)
+
+
+async def _batched(request: Request, id: str, value: str) -> Any:
+    """Run `value` through the function's micro-batcher, waiting at most `apply_timeout_s`."""
+    timeout = request.app.state.settings.apply_timeout_s
+    future = request.app.state.batchers.submit(id, value)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except asyncio.TimeoutError:
+        future.cancel()  # still queued: no worker will run it
+        raise ApplyTimeoutError(f"function {id!r} did not answer within {timeout:g} s", function=id,
+                                timeout_s=timeout) from None
 
 
 def _scores(scores: Any) -> Any:

@@ -37,7 +37,8 @@ def run_query(request: Request, sql: str, format: str) -> Any:
 
 
 def shape_rows(names: list[str], columns: list[list[Any]], format: str) -> Any:
-    """Arrange column lists in the MLDB output formats."""
+    """Arrange column lists in the MLDB output formats (repeated column names become `a`, `a_1`, ...)."""
+    names = unique_names(names)
     if "_rowName" in names and names[0] != "_rowName":
         i = names.index("_rowName")
         names = [names[i]] + names[:i] + names[i + 1:]
@@ -48,3 +49,15 @@ def shape_rows(names: list[str], columns: list[list[Any]], format: str) -> Any:
     if format == "table":
         return [names] + [list(r) for r in rows]
     return [dict(zip(names, r)) for r in rows]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Rename repeated column names `a, a` to `a, a_1` (skipping names already used) so no column is lost."""
+    taken, out = set(names), []
+    for name in names:
+        new, n = name, 0
+        while new in out or (n and new in taken):
+            n += 1
+            new = f"{name}_{n}"
+        out.append(new)
+    return out

@@ -1,13 +1,13 @@
 """Access control: bearer-token checks, read-only SQL detection with DuckDB's parser, and the fetch policy.
 
 Only SELECT, EXPLAIN and show-like PRAGMAs count as reads; anything else (or several statements) is a write.
-SQL sent by callers without the token may not read files directly (read_csv, 'x.parquet', glob, ...):
-files are reached only through visiondb's fetcher, which enforces the allowed roots.
+SQL sent by callers without the token may not read files directly (read_csv, 'x.parquet', leak.csv, ...),
+run nested SQL or call state-changing functions (`sqlcheck`): files are reached only through visiondb's
+fetcher, which enforces the allowed roots.
 """
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..errors import AuthError, QueryError
 from ..ingest.policy import FetchPolicy
 from .errors import ForbiddenError
 from .settings import ServerSettings
+from .sqlcheck import check_read_tree
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 SHOW_PRAGMAS = re.compile(
@@ -26,7 +27,6 @@ SHOW_PRAGMAS = re.compile(
     re.IGNORECASE,
 )
 EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
-FILE_FUNCTIONS = ("read_", "parquet_", "sniff_csv", "glob", "query", "iceberg_", "delta_scan", "from_")
 
 
 def bearer_token(request: Request) -> str | None:
@@ -90,40 +90,11 @@ def is_read_only(db: Any, sql: str) -> bool:
 
 
 def check_no_file_access(db: Any, sql: str) -> None:
-    """Refuse SELECTs that read files or URLs directly (table functions, replacement scans of paths)."""
+    """Refuse reads that reach files or URLs directly, run nested SQL or change state (see `sqlcheck`)."""
     for stmt in db.cursor().extract_statements(sql):
         if stmt.type.name not in READ_STATEMENTS:
             continue
-        text = EXPLAIN_PREFIX.sub("", stmt.query or "", count=1)
-        row = db.cursor().execute("SELECT json_serialize_sql(?::VARCHAR)", [text]).fetchall()
-        tree = json.loads(row[0][0])
-        if tree.get("error"):
-            raise QueryError(f"SQL error: {tree.get('error_message')}", query=sql)
-        _walk_for_files(tree, sql)
-
-
-def _walk_for_files(node: Any, sql: str) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "TABLE_FUNCTION":
-            name = str((node.get("function") or {}).get("function_name", "")).lower()
-            if name.startswith(FILE_FUNCTIONS):
-                raise ForbiddenError(
-                    f"table function {name}() reads files or runs nested SQL and is not allowed in /v1/query"
-                    " without the server token; import files with a procedure instead",
-                    function=name, query=sql,
-                )
-        if node.get("type") == "BASE_TABLE":
-            name = str(node.get("table_name", ""))
-            if any(ch in name for ch in "/\\.:"):
-                raise ForbiddenError(
-                    f"{name!r} names a file; reading files directly is not allowed in /v1/query without the"
-                    " server token", table=name, query=sql,
-                )
-        for value in node.values():
-            _walk_for_files(value, sql)
-    elif isinstance(node, list):
-        for value in node:
-            _walk_for_files(value, sql)
+        check_read_tree(db, EXPLAIN_PREFIX.sub("", stmt.query or "", count=1))
 
 
 def server_fetch_policy(settings: ServerSettings) -> FetchPolicy:

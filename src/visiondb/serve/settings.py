@@ -23,6 +23,7 @@ class ServerSettings:
     max_upload_bytes: int = 16 * MiB
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    apply_timeout_s: float = 600.0  # longest a function application may wait for its (batched) result
     warm: Sequence[str] = ()
     install_fetch_policy: bool = True
     extra: dict = field(default_factory=dict)
@@ -35,5 +36,7 @@ class ServerSettings:
         self.warm = tuple(self.warm)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}", field="max_batch")
+        if not self.apply_timeout_s > 0:
+            raise ConfigError(f"apply_timeout_s must be > 0, got {self.apply_timeout_s}", field="apply_timeout_s")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}", field="max_wait_ms")

@@ -1,0 +1,93 @@
+"""Entity replacement and deletion keep DuckDB objects consistent: failed PUTs, case-only id clashes, views."""
+from __future__ import annotations
+
+import pytest
+
+from visiondb.errors import ConfigError, ConflictError, QueryError
+
+UPPER = {"type": "sql.expression", "params": {"expression": "upper(x)"}}
+
+
+def test_failed_replacement_keeps_the_old_function(db):
+    db.functions.put("f", UPPER)
+    with pytest.raises(ConfigError) as err:
+        db.functions.put("f", {"type": "sql.expression", "params": {"expression": "upper(x"}})
+    assert err.value.http_code == 400
+    assert db.functions.get("f")["config"]["params"]["expression"] == "upper(x)"
+    assert db.functions.apply("f", {"x": "ab"}) == {"output": "AB"}
+    assert db.sql("SELECT f('ab')").fetchall() == [("AB",)]
+
+
+def test_failed_replacement_after_reopen_keeps_the_old_function(tmp_path):
+    import visiondb
+
+    path = tmp_path / "reopen.duckdb"
+    with visiondb.connect(path) as first:
+        first.functions.put("f", UPPER)
+    with visiondb.connect(path) as db:
+        db.functions._instances.clear()  # not loaded yet: the old one is rebuilt from the catalog
+        with pytest.raises(ConfigError):
+            db.functions.put("f", {"type": "sql.expression", "params": {"expression": "upper(x"}})
+        assert db.sql("SELECT f('ab')").fetchall() == [("AB",)]
+
+
+def test_ids_differing_only_in_case_are_refused(db):
+    db.functions.put("f", UPPER)
+    with pytest.raises(ConflictError) as err:
+        db.functions.put("F", {"type": "sql.expression", "params": {"expression": "lower(x)"}})
+    assert err.value.http_code == 409 and err.value.details["existing"] == "f" and "'f'" in err.value.message
+    assert db.functions.list() == ["f"] and db.sql("SELECT f('Ab')").fetchall() == [("AB",)]
+
+    db.sql("CREATE TABLE d AS SELECT 42 AS v")
+    db.datasets.register_output("d")
+    with pytest.raises(ConflictError, match="'d'"):
+        db.datasets.put("D", {"type": "tabular"})
+    with pytest.raises(ConflictError, match="'d'"):
+        db.datasets.register_output("D")
+    assert db.datasets.list() == ["d"] and db.sql("SELECT v FROM d").fetchall() == [(42,)]
+    db.datasets.put("d", {"type": "tabular"})  # the same id, same case: a replacement, not a clash
+    assert db.sql("SELECT v FROM d").fetchall() == [(42,)]
+
+
+def test_procedure_ids_may_differ_in_case(db):
+    cfg = {"type": "transform", "params": {"inputData": "SELECT 1 AS a", "outputDataset": "o",
+                                           "runOnCreation": False}}
+    db.procedures.put("p", cfg)
+    db.procedures.put("P", cfg)
+    assert db.procedures.list() == ["P", "p"]
+
+
+@pytest.mark.parametrize("value", ["false", 0, [], None, {"x": 1}])
+def test_run_on_creation_must_be_a_boolean(db, value):
+    cfg = {"type": "transform", "params": {"inputData": "SELECT 1 AS a", "outputDataset": "out",
+                                           "runOnCreation": value}}
+    with pytest.raises(ConfigError) as err:
+        db.procedures.put("p", cfg)
+    assert err.value.details["field"] == "params.runOnCreation"
+    assert db.procedures.list() == [] and not db.table_exists("out")
+
+
+def test_run_on_creation_false_does_not_run(db):
+    db.procedures.put("p", {"type": "transform", "params": {"inputData": "SELECT 1 AS a", "outputDataset": "out",
+                                                            "runOnCreation": False}})
+    assert not db.table_exists("out") and db.procedures.runs("p") == []
+
+
+def test_deleting_a_view_dataset_drops_the_view(db):
+    db.sql("CREATE TABLE base AS SELECT 1 AS a")
+    db.sql("CREATE VIEW v1 AS SELECT a FROM base")
+    db.datasets.register_output("v1")
+    db.datasets.delete("v1")
+    assert db.datasets.list() == []
+    assert db.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'v1'").fetchall() == [(0,)]
+    assert db.sql("SELECT a FROM base").fetchall() == [(1,)]
+
+
+def test_a_refused_drop_is_a_query_error(db):
+    db.sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.sql("CREATE TABLE child (pid INTEGER REFERENCES parent(id))")
+    db.datasets.register_output("parent")
+    with pytest.raises(QueryError) as err:
+        db.datasets.delete("parent")
+    assert err.value.http_code == 400 and "parent" in err.value.message
+    assert db.datasets.list() == ["parent"]
