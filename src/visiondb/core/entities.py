@@ -313,7 +313,7 @@ class ProcedureCollection(Collection):
 
     def __init__(self, db: "VisionDB") -> None:
         super().__init__(db)
-        self._live: dict[tuple[str, str], dict] = {}
+        self._live: dict[tuple[str, str], RunContext] = {}  # runs in progress, polled while they update
 
     def case_conflicts(self, id: str) -> list[str]:
         """Procedures map to no DuckDB object, so ids differing in case do not collide."""
@@ -361,7 +361,7 @@ class ProcedureCollection(Collection):
         record = new_run_record(id, run_id, dict(params or {}))
         ctx = RunContext(self.db, id, run_id, record)
         ctx.procedure = procedure  # type: ignore[attr-defined]
-        self._live[(id, run_id)] = record
+        self._live[(id, run_id)] = ctx
         self.db.catalog.save_run(record, new=True)
         return record, ctx
 
@@ -401,7 +401,7 @@ class ProcedureCollection(Collection):
     def get_run(self, id: str, run_id: str) -> dict:
         live = self._live.get((id, run_id))
         if live is not None:
-            return dict(live)
+            return live.snapshot()
         found = self.db.catalog.load_runs(id, run_id)
         if not found:
             raise NotFoundError(f"run {run_id!r} of procedure {id!r} does not exist", kind="run", id=run_id)

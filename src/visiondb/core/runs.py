@@ -46,6 +46,15 @@ class RunContext:
             progress["elapsedSeconds"] = round(elapsed, 3)
             progress.update(extra)
 
+    def snapshot(self) -> dict:
+        """A copy of the live record safe to serialise while the run goes on (progress and errors copied under
+        the lock the run updates them with)."""
+        with self.lock:
+            copy = dict(self.record)
+            copy["progress"] = dict(self.record.get("progress") or {})
+            copy["errors"] = list(self.record.get("errors") or [])
+            return copy
+
     def record_error(self, cause: str, *, row: Any = None, uri: str | None = None, **extra: Any) -> None:
         """A non-fatal per-row error: kept in the run's `errors` list (row, uri, cause)."""
         with self.lock:
