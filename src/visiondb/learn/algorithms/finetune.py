@@ -99,7 +99,7 @@ class FinetuneClassifier(ImageClassifier):
         return {"model": cfg.model, "freeze": cfg.freeze, "dropout": cfg.dropout, "classes": n_classes}
 
     def _build(self, arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
-        torch.manual_seed(self.seed)
+        """Backbone + head; draws init from the global RNG, which `_setup` seeds for training (loading needs no seed)."""
         backbone, dim = load_lite_backbone(arch["model"], pretrained=pretrained)
         head = nn.Sequential(nn.Dropout(arch["dropout"]), nn.Linear(dim, arch["classes"]))
         freeze = arch["freeze"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections import OrderedDict
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ ResizeMode = Literal["stretch", "crop"]
 _CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _CACHE_LIMIT_BYTES = 2 << 30
 _cache_bytes = 0
+_CACHE_LOCK = threading.Lock()  # guards _CACHE and _cache_bytes; decoding happens outside it
 
 
 def _decode_error(row: int, reason: str) -> ImageDecodeError:
@@ -58,7 +60,6 @@ def decode_images(
     X: Any, *, grayscale: bool, size: tuple[int, int], resize: ResizeMode = "stretch"
 ) -> np.ndarray:
     """Decode a 1-d sequence of encoded images to uint8 [n, C, H, W]; decoded arrays are cached by content hash."""
-    global _cache_bytes
     mode = "L" if grayscale else "RGB"
     channels = 1 if grayscale else 3
     out = np.empty((len(X), channels, size[0], size[1]), dtype=np.uint8)
@@ -67,20 +68,38 @@ def decode_images(
         key = None
         if isinstance(raw, (bytes, bytearray)):
             key = (hashlib.blake2b(raw, digest_size=16).digest(), mode, tuple(size), resize)
-            cached = _CACHE.get(key)
+            cached = _cache_get(key)
             if cached is not None:
-                _CACHE.move_to_end(key)
                 out[row] = cached
                 continue
         arr = _decode_one(raw, row, mode, size, resize)
         out[row] = arr
         if key is not None:
-            _CACHE[key] = arr
-            _cache_bytes += arr.nbytes
-            while _cache_bytes > _CACHE_LIMIT_BYTES and _CACHE:
-                _, old = _CACHE.popitem(last=False)
-                _cache_bytes -= old.nbytes
+            _cache_put(key, arr)
     return out
+
+
+def _cache_get(key: tuple) -> np.ndarray | None:
+    """The cached array for `key` (marked most recently used), or None."""
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+        return cached
+
+
+def _cache_put(key: tuple, arr: np.ndarray) -> None:
+    """Cache `arr` under `key` (replacing a copy another thread stored first); evicts least recently used past the limit."""
+    global _cache_bytes
+    with _CACHE_LOCK:
+        old = _CACHE.pop(key, None)
+        if old is not None:
+            _cache_bytes -= old.nbytes
+        _CACHE[key] = arr
+        _cache_bytes += arr.nbytes
+        while _cache_bytes > _CACHE_LIMIT_BYTES and _CACHE:
+            _, evicted = _CACHE.popitem(last=False)
+            _cache_bytes -= evicted.nbytes
 
 
 def undecodable(
@@ -100,5 +119,6 @@ def undecodable(
 def clear_cache() -> None:
     """Drop every cached decoded image."""
     global _cache_bytes
-    _CACHE.clear()
-    _cache_bytes = 0
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _cache_bytes = 0

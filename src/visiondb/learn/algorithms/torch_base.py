@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import sys
+import threading
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -48,6 +50,20 @@ def pick_device(name: str) -> torch.device:
             raise TrainingError("device 'cuda' was asked for but CUDA is not available", field="device")
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def inference_device(name: str) -> torch.device:
+    """Device to predict on: like `pick_device`, but `cuda` falls back to CPU on a host without CUDA."""
+    return pick_device("auto" if name == "cuda" else name)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device holding the module's first parameter or buffer (CPU for an empty module)."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+_LOCK_GUARD = threading.Lock()
 
 
 def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,18 +265,39 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         module.train(was_training)
         return torch.cat(out) if out else torch.empty(0, len(self.classes_))
 
+    def _predict_lock(self) -> threading.Lock:
+        """Per-model lock serialising device moves and forward passes (created on first use, never pickled)."""
+        lock = self.__dict__.get("_predict_lock_")
+        if lock is None:
+            with _LOCK_GUARD:
+                lock = self.__dict__.setdefault("_predict_lock_", threading.Lock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_predict_lock_", None)
+        return state
+
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Softmax class probabilities [n, n_classes] in `classes_` order."""
+        """Softmax class probabilities [n, n_classes] in `classes_` order; safe to call from several threads.
+
+        The module moves to the inference device once and stays there (`release_device` moves it back)."""
         if not hasattr(self, "module_"):
             raise TrainingError(f"{self.algorithm}: model is not trained")
         inputs = self._prepare(X)
-        device = pick_device(self.config.device)
-        self.module_.to(device)
-        try:
-            logits = self._logits(self.module_, inputs, device)
-        finally:
-            self.module_.to("cpu")
+        target = inference_device(self.config.device)
+        with self._predict_lock():
+            module = self.module_
+            if module_device(module).type != target.type:
+                module.to(target)
+            logits = self._logits(module, inputs, module_device(module))
         return torch.softmax(logits.double(), dim=1).numpy()
+
+    def release_device(self) -> None:
+        """Move a fitted module back to CPU (frees accelerator memory held since the last prediction)."""
+        if hasattr(self, "module_"):
+            with self._predict_lock():
+                self.module_.to("cpu")
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class label per row."""
