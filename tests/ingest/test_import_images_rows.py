@@ -92,3 +92,37 @@ def test_openimages_rerun_clears_errors_of_crops_that_now_succeed(tmp_path: Path
         again = db.procedures.run("oi")
         assert again["status"]["imported"] == 1 and again["status"]["rowCount"] == 2
         assert db.sql("SELECT count(*) FROM crops_errors").fetchall() == [(0,)]
+
+
+def test_csv_row_without_uri_is_a_row_error(tmp_path: Path) -> None:
+    _images(tmp_path, "a.jpg", "b.jpg")
+    (tmp_path / "list.csv").write_text("uri,label\na.jpg,cat\n,dog\n  ,fish\nb.jpg,cat\n")
+    db = visiondb.connect()
+    run = _import(db, "imp", {"dataFileUrl": str(tmp_path / "list.csv"), "outputDataset": "pics"})
+    status = run["status"]
+    assert status["rowCount"] == 2 and status["errorCount"] == 2 and status["discovered"] == 4
+    errors = db.sql("SELECT _rowName, uri, status, cause FROM pics_errors ORDER BY 1").fetchall()
+    assert [e[:3] for e in errors] == [("row 2", None, None), ("row 3", None, None)]
+    assert "list.csv data row 2 (line 3): empty URI (column 'uri')" in errors[0][3]
+    assert [(e["row"], "uri" in e) for e in run["errors"]] == [("row 2", False), ("row 3", False)]
+
+
+def test_resume_after_the_csv_gained_columns(tmp_path: Path) -> None:
+    """The interrupted run saw `uri,label`; the resume sees two more columns: they are added, and filled in for
+    the rows the interrupted run had already imported."""
+    _images(tmp_path, "a.jpg", "b.jpg")
+    (tmp_path / "list.csv").write_text("uri,label\na.jpg,cat\n")
+    db = visiondb.connect(str(tmp_path / "x.duckdb"))
+    first = _import(db, "imp", {"dataFileUrl": str(tmp_path / "list.csv"), "outputDataset": "pics"})
+    assert first["status"]["rowCount"] == 1
+    marker = db.catalog.get_marker("pics")
+    db.catalog.set_marker("pics", "import.images", marker["signature"], complete=False)  # as if killed
+    (tmp_path / "list.csv").write_text("uri,label,note,Source\na.jpg,cat,old,web\nb.jpg,dog,new,\n")
+    again = db.procedures.run("imp")
+    assert again["state"] == "finished", again.get("error")
+    assert again["status"]["alreadyPresent"] == 1 and again["status"]["imported"] == 1
+    cols = [r[0] for r in db.sql("SELECT column_name FROM (DESCRIBE pics)").fetchall()]
+    assert cols == ["_rowName", "image", "label", "split", "Source", "note"]  # as a fresh import orders them
+    assert db.sql("SELECT label, note, Source FROM pics ORDER BY 1").fetchall() == [("cat", "old", "web"),
+                                                                                   ("dog", "new", "")]
+    db.close()

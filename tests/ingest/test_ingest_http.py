@@ -1,6 +1,7 @@
 """HTTP fetching against a real local server: special routes, retries, redirects, policy and rate limits."""
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
@@ -149,3 +150,36 @@ def test_read_many_reports_errors_in_place(server: TestHTTPServer, www: Path) ->
     assert got[0] == (www / "img/0.jpg").read_bytes() and got[3] == (www / "img/2.jpg").read_bytes()
     assert isinstance(got[1], FetchError) and got[1].status == 404
     assert isinstance(got[2], FetchError) and "not an image" in str(got[2])
+
+
+@pytest.mark.parametrize("code", [300, 304, 305, 306])
+def test_3xx_that_is_not_a_followed_redirect_is_an_error(server: TestHTTPServer, code: int) -> None:
+    server.reset()
+    url = server.url(f"status/{code}")
+    with fetcher(retries=2) as f, pytest.raises(FetchError) as ei:
+        f.read(url)
+    assert ei.value.status == code and ei.value.uri == url
+    assert f"HTTP {code}" in str(ei.value) and url in str(ei.value)
+    assert server.hits[f"/status/{code}"] == 1  # not retried
+    with fetcher() as f:
+        (_, got), = list(f.read_many([url]))
+    assert isinstance(got, FetchError) and got.status == code  # a row error, not an empty body
+
+
+@pytest.mark.parametrize("address", [
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254 (cloud metadata)
+    "2002:c0a8:101::",  # 6to4 of 192.168.1.1
+    "2002:a00:1::",  # 6to4 of 10.0.0.1
+    "2001:0:7f00:1::",  # Teredo with server 127.0.0.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo with client 10.0.0.1
+])
+def test_private_ipv4_inside_6to4_and_teredo_is_refused(address: str) -> None:
+    assert not FetchPolicy(block_private=True).address_allowed(ipaddress.ip_address(address))
+
+
+def test_6to4_of_a_public_address_is_allowed() -> None:
+    policy = FetchPolicy(block_private=True)
+    assert policy.address_allowed(ipaddress.ip_address("2002:808:808::1"))  # 6to4 of 8.8.8.8
+    listed = FetchPolicy(block_private=True, allow_fetch=["2002::/16"])  # listing the network is the user's choice
+    assert listed.address_allowed(ipaddress.ip_address("2002:a00:1::"))

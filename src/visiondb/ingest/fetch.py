@@ -1,7 +1,8 @@
 """Read bytes from a local path, file://, http(s):// or `archive+<inner-uri>#<member>`, under a FetchPolicy.
 
-HTTP goes through one pooled httpx.Client; redirects are followed by hand so every hop is address-checked
-and counted; 5xx/429/timeouts/connection errors are retried with exponential backoff, 4xx never.
+HTTP goes through one pooled httpx.Client; redirects (301/302/303/307/308) are followed by hand so every hop is
+address-checked and counted; any other non-2xx status is an error; 5xx/429/timeouts/connection errors are retried
+with exponential backoff, 4xx and other 3xx never.
 """
 from __future__ import annotations
 
@@ -371,7 +372,7 @@ class Fetcher:
                     code = resp.status_code
                     if code in _REDIRECTS:
                         return code, resp.headers.get("location"), None
-                    if code >= 400:
+                    if not 200 <= code < 300:  # 4xx/5xx, and 1xx/3xx that are not followed redirects (300, 304 …)
                         reason = resp.reason_phrase or _phrase(code)
                         err = FetchError(f"HTTP {code} {reason} fetching {where}", uri=original, status=code)
                         if code >= 500 or code == 429:

@@ -18,7 +18,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import VisionDBError
-from .writes import ERROR_COLUMNS, clear_errors, errors_table, write_errors
+from .writes import ERROR_COLUMNS, clear_errors, errors_table, registered, write_errors
 
 CHUNK_ROWS = 128
 
@@ -59,13 +59,14 @@ class ImportImages(Procedure):
         )
         for r in records:
             _assign_roles(r)
-        rows, duplicates = _unique_rows(p.dataFileUrl, records)
+        rows, rejected = _unique_rows(p.dataFileUrl, records)
         extra_cols = sorted({k for _, r in rows for k in r.extra})
         signature = json.dumps({"procedure": self.id, "params": p.model_dump(mode="json")}, sort_keys=True)
         done = self._prepare(out, extra_cols, signature)
-        for e in duplicates:
+        self._add_columns(out, [(n, r) for n, r in rows if n in done], extra_cols)
+        for e in rejected:
             ctx.record_error(e["cause"], row=e["_rowName"], uri=e["uri"])
-        write_errors(db, out, duplicates, ctx.run_id)
+        write_errors(db, out, rejected, ctx.run_id)
         todo = [(name, r) for name, r in rows if name not in done]
         imported = self._import(ctx, out, todo, extra_cols)
         db.catalog.set_marker(out, self.type_name, signature, complete=True)
@@ -100,6 +101,24 @@ class ImportImages(Procedure):
         if not resuming:
             return set()
         return {r[0] for r in cur.execute(f"SELECT _rowName FROM {quote_ident(out)}").fetchall()}
+
+    def _add_columns(self, out: str, present: list[tuple[str, Any]], extra_cols: list[str]) -> None:
+        """A resumed import whose CSV gained columns since the interrupted run: add them (VARCHAR, like every CSV
+        column) and fill them in for the rows already imported, from the CSV as it is now."""
+        have = {c["name"].lower() for c in self.db.table_status(out)["columns"]}
+        added = [c for c in extra_cols if c.lower() not in have]
+        if not added:
+            return
+        values = [{"_rowName": name, **{c: _text(r.extra.get(c)) for c in added}} for name, r in present]
+        schema = pa.schema([(c, pa.string()) for c in ("_rowName", *added)])
+        with self.db.transaction() as cur:
+            for c in added:
+                cur.execute(f"ALTER TABLE {quote_ident(out)} ADD COLUMN {quote_ident(c)} VARCHAR")
+            if values:
+                with registered(cur, "_vdb_new_columns", pa.Table.from_pylist(values, schema=schema)):
+                    sets = ", ".join(f"{quote_ident(c)} = v.{quote_ident(c)}" for c in added)
+                    cur.execute(f"UPDATE {quote_ident(out)} SET {sets} FROM _vdb_new_columns v"
+                                f" WHERE {quote_ident(out)}._rowName = v._rowName")
 
     # fetching, checking, writing --------------------------------------------------------------
     def _import(self, ctx: RunContext, out: str, todo: list[tuple[str, Any]], extra_cols: list[str]) -> int:
@@ -157,14 +176,11 @@ class ImportImages(Procedure):
         duplicated, and rows that now succeed lose the error rows earlier runs left for them."""
         with self.db.transaction() as cur:
             if good:
-                cur.register("_vdb_import_chunk", pa.Table.from_pylist(good))
-                try:
+                with registered(cur, "_vdb_import_chunk", pa.Table.from_pylist(good)):
                     cur.execute(
                         f"INSERT INTO {quote_ident(out)} BY NAME SELECT * REPLACE (image::image AS image)"
                         f" FROM _vdb_import_chunk c WHERE c._rowName NOT IN (SELECT _rowName FROM {quote_ident(out)})"
                     )
-                finally:
-                    cur.unregister("_vdb_import_chunk")
                 clear_errors(self.db, out, [g["_rowName"] for g in good], run_id)
             write_errors(self.db, out, bad, run_id)
         return len(good)
@@ -187,22 +203,26 @@ def _assign_roles(record: Any) -> None:
 
 
 def _unique_rows(data_file_url: str, records: list[Any]) -> tuple[list[tuple[str, Any]], list[dict]]:
-    """`(row name, record)` of the first record of each row name, and an error row for every later duplicate."""
+    """`(row name, record)` of the first record of each row name, and an error row for every later duplicate and
+    every record discovery rejected (a CSV row without a URI is named `row <n>`)."""
     first: dict[str, Any] = {}
     rows: list[tuple[str, Any]] = []
-    duplicates: list[dict] = []
+    rejected: list[dict] = []
     for r in records:
+        if r.error is not None:
+            rejected.append({"_rowName": f"row {r.row + 1}", "uri": r.uri or None, "status": None, "cause": r.error})
+            continue
         name = row_name(data_file_url, r.uri)
         if name in first:
             kept = first[name]
             same = "URI" if kept.uri == r.uri else f"row name (as {kept.uri})"
-            duplicates.append({"_rowName": name, "uri": r.uri, "status": None,
-                               "cause": f"row {r.row + 1} ({r.uri}): duplicate of row {kept.row + 1}, same {same};"
-                                        " skipped, the first is imported"})
+            rejected.append({"_rowName": name, "uri": r.uri, "status": None,
+                             "cause": f"row {r.row + 1} ({r.uri}): duplicate of row {kept.row + 1}, same {same};"
+                                      " skipped, the first is imported"})
             continue
         first[name] = r
         rows.append((name, r))
-    return rows, duplicates
+    return rows, rejected
 
 
 def row_name(data_file_url: str, uri: str) -> str:

@@ -18,7 +18,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, VisionDBError
-from .writes import ERROR_COLUMNS, IMAGE_ARROW, clear_errors, errors_table, write_errors
+from .writes import ERROR_COLUMNS, IMAGE_ARROW, clear_errors, errors_table, registered, write_errors
 
 CHUNK_IMAGES = 64
 TABLE_COLUMNS = (
@@ -181,13 +181,10 @@ class ImportOpenImages(Procedure):
             *[(c, pa.int32()) for c in ("box_left", "box_top", "box_right", "box_bottom")],
         ])
         cur = self.db.cursor()
-        cur.register("_vdb_oi_chunk", pa.Table.from_pylist(rows, schema=schema))
-        try:
+        with registered(cur, "_vdb_oi_chunk", pa.Table.from_pylist(rows, schema=schema)):
             cur.execute(
                 f"INSERT INTO {quote_ident(out)} BY NAME SELECT * REPLACE (image::image AS image,"
                 f" source_image::image AS source_image) FROM _vdb_oi_chunk"
                 f" WHERE _rowName NOT IN (SELECT _rowName FROM {quote_ident(out)})"
             )
-        finally:
-            cur.unregister("_vdb_oi_chunk")
         return len(rows)

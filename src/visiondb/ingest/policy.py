@@ -75,6 +75,8 @@ class FetchPolicy:
             return True
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             return self.address_allowed(addr.ipv4_mapped)
+        if not all(self.address_allowed(v4) for v4 in _embedded_ipv4(addr)):
+            return False
         return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
     def check_url(self, url: str) -> None:
@@ -113,3 +115,11 @@ class FetchPolicy:
             if raw not in addresses:
                 addresses.append(raw)
         return addresses
+
+
+def _embedded_ipv4(addr: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a 6to4 (2002::/16) or Teredo (2001::/32) address routes to; each must be allowed too."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return []
+    found = [addr.sixtofour] if addr.sixtofour is not None else []
+    return found + list(addr.teredo or ())

@@ -21,13 +21,15 @@ CSV_SUFFIXES = (".csv", ".tsv")
 
 @dataclass
 class ImageRecord:
-    """One image to import: its 0-based record number, URI, label/split (if known) and other CSV columns."""
+    """One image to import: its 0-based record number, URI, label/split (if known) and other CSV columns; `error`
+    is set (and `uri` may be empty) for a CSV row that names no image, which the import records as a row error."""
 
     row: int
     uri: str
     label: str | None
     split: str | None
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
 
 def is_image_name(name: str) -> bool:
@@ -155,12 +157,13 @@ def _csv_records(reader: csv.DictReader, uri: str, uri_column: str, label_column
             break
         where = f"CSV {uri} data row {n + 1} (line {reader.line_num})"
         value = (row.get(uri_column) or "").strip()
-        if not value:
-            raise ConfigError(f"{where}: empty {uri_column!r}", field=uri_column, row=n + 1)
-        try:
-            resolved = _resolve_relative(value, uri)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc.message}", field=uri_column, row=n + 1) from None
+        resolved, error = "", f"{where}: empty URI (column {uri_column!r})"
+        if value:
+            error = None
+            try:
+                resolved = _resolve_relative(value, uri)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc.message}", field=uri_column, row=n + 1) from None
         extra = {k: v for k, v in row.items() if k not in used and k is not None}
         records.append(ImageRecord(
             len(records),
@@ -168,6 +171,7 @@ def _csv_records(reader: csv.DictReader, uri: str, uri_column: str, label_column
             (row.get(label_column) or None) if label_column else None,
             (row.get(split_column) or None) if split_column else None,
             extra,
+            error,
         ))
     return records
 

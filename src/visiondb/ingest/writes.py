@@ -1,9 +1,11 @@
 """Shared writing helpers of the import procedures: image columns, atomic chunks, and the `<out>_errors` table."""
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from typing import Any, Iterator
 
+import duckdb
 import pyarrow as pa
 
 from ..core.entities import quote_ident
@@ -14,20 +16,31 @@ IMAGE_ARROW = pa.struct([("uri", pa.string()), ("sha256", pa.string()), ("format
 """Arrow type of an image value (cast to the DuckDB `image` type when written)."""
 
 
+@contextlib.contextmanager
+def registered(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """`table` visible to SQL as `name` for the block; when a statement failed, its error is the one raised, not
+    the "transaction is aborted" that unregistering inside the failed transaction would raise."""
+    cur.register(name, table)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cur.unregister(name)
+        raise
+    cur.unregister(name)
+
+
 def write_chunk(db: Any, out: str, table: pa.Table, *, first: bool, image_columns: tuple[str, ...] = ("image",)) -> None:
     """Create (first chunk) or append to a dataset table; struct image columns are cast to the `image` type."""
     cur = db.cursor()
     view = f"_vdb_sql_chunk_{threading.get_ident()}"
     casts = [c for c in image_columns if c in table.column_names and pa.types.is_struct(table.schema.field(c).type)]
     select = "*" if not casts else "* REPLACE (" + ", ".join(f"{quote_ident(c)}::image AS {quote_ident(c)}" for c in casts) + ")"
-    cur.register(view, table)
-    try:
+    with registered(cur, view, table):
         if first:
             cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(out)} AS SELECT {select} FROM {view}")
         else:
             cur.execute(f"INSERT INTO {quote_ident(out)} BY NAME SELECT {select} FROM {view}")
-    finally:
-        cur.unregister(view)
 
 
 def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
@@ -35,8 +48,7 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
     if not errors:
         return
     cur = db.cursor()
-    cur.register("_vdb_sql_errors", pa.Table.from_pylist([{**e, "run_id": run_id} for e in errors]))
-    try:
+    with registered(cur, "_vdb_sql_errors", pa.Table.from_pylist([{**e, "run_id": run_id} for e in errors])):
         cur.execute(
             f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN (SELECT _rowName FROM _vdb_sql_errors)"
             " AND run_id IS DISTINCT FROM ?", [run_id]
@@ -45,8 +57,6 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
             f"INSERT INTO {quote_ident(errors_table(out))} BY NAME"
             " SELECT * REPLACE (status::INTEGER AS status) FROM _vdb_sql_errors"
         )
-    finally:
-        cur.unregister("_vdb_sql_errors")
 
 
 def clear_errors(db: Any, out: str, names: list[str], run_id: str) -> None:
@@ -54,14 +64,11 @@ def clear_errors(db: Any, out: str, names: list[str], run_id: str) -> None:
     if not names:
         return
     cur = db.cursor()
-    cur.register("_vdb_cleared_rows", pa.table({"_rowName": pa.array(names, pa.string())}))
-    try:
+    with registered(cur, "_vdb_cleared_rows", pa.table({"_rowName": pa.array(names, pa.string())})):
         cur.execute(
             f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN (SELECT _rowName FROM _vdb_cleared_rows)"
             " AND run_id IS DISTINCT FROM ?", [run_id]
         )
-    finally:
-        cur.unregister("_vdb_cleared_rows")
 
 
 def errors_table(out: str) -> str:
