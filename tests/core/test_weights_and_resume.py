@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import visiondb
+from visiondb.sql.transform import staging_table
 from tests.support.httpserver import TestHTTPServer
 from tests.support.paths import REPO_ROOT
 
@@ -94,7 +95,9 @@ def test_killed_transform_resumes_without_duplicates(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
     with visiondb.connect(path) as db:
-        partial = db.sql("SELECT count(*) FROM doubled").fetchone()[0]
+        # the killed run wrote into its staging table; the output appears only when a run completes
+        assert db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'doubled'").fetchone()[0] == 0
+        partial = db.sql(f"SELECT count(*) FROM {staging_table('doubled')}").fetchone()[0]
         assert 0 < partial < 200
         slowudf.install(db, 0.0)
         run = db.procedures.run("double")

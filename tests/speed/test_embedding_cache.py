@@ -223,3 +223,23 @@ def test_cache_writer_ends_when_idle_and_restarts(tmp_path: Path, monkeypatch) -
         assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 2
     finally:
         db.close()
+
+
+def test_rows_sharing_failing_content_each_report_their_error(tmp_path: Path, photos: list[Path],
+                                                               cache_dir: Path) -> None:
+    """Two files with the same (not an image) bytes are decoded once, but both rows get an error, by name."""
+    bad = [tmp_path / "notes-a.jpg", tmp_path / "notes-b.jpg"]
+    for path in bad:
+        path.write_bytes(b"these are my shopping notes, not a picture\n")
+    db = visiondb.connect(tmp_path / "errs.duckdb", cache_dir=cache_dir)
+    try:
+        db.sql("CREATE TABLE src AS SELECT * FROM (VALUES ('r0', ?), ('r1', ?), ('r2', ?), ('r3', ?))"
+               " t(_rowName, url)", [str(bad[0]), str(bad[1]), str(bad[0]), str(photos[0])])
+        db.functions.put("emb", {"type": "image.embedding", "params": {"model": "efficientnet_lite0"}})
+        run = db.procedures.put("feat", {"type": "transform", "params": {
+            "inputData": "SELECT url, emb(url) AS v FROM src", "outputDataset": "vecs"}})["status"]["firstRun"]
+        assert run["status"]["errorCount"] == 3
+        assert sorted(e["uri"] for e in run["errors"]) == sorted(map(str, [bad[0], bad[0], bad[1]]))
+        assert db.sql("SELECT _rowName FROM vecs WHERE v IS NULL ORDER BY 1").fetchall() == [("r0",), ("r1",), ("r2",)]
+    finally:
+        db.close()

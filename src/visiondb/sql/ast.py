@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
 
 import duckdb
 
 from ..errors import QueryError
+
+# how a select list carries the source's row-name column:
+# kept (a plain star, or the column itself under its own name), renamed (the column, spelt in another case),
+# absent (to be added), altered (another value under that name: the rows have no usable identity)
+RowNameUse = Literal["kept", "renamed", "absent", "altered"]
+ROW_NAME = "_rowName"
+_aggregates: frozenset[str] | None = None  # DuckDB's aggregate function names, read once per process
 
 
 @dataclass
@@ -16,52 +23,143 @@ class SelectShape:
 
     source_table: str | None  # the single base table in FROM, when there is exactly one
     source_alias: str | None
-    has_star: bool
-    output_names: list[str]
-    grouped: bool
+    row_name: RowNameUse
+    whole: bool  # rows depend on each other (GROUP BY, DISTINCT, aggregates, windows, LIMIT, a second read
+    # of the source...): the query must see every row at once, never chunk by chunk
     tree: dict
+    tables: list[str] = field(default_factory=list)  # every base table the statement reads, anywhere in it
 
 
 def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
+    """Parse `query` (DuckDB's parser) into the facts a transform decides its path on."""
     row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchall()[0]
     tree = json.loads(row[0])
     if tree.get("error"):
         raise QueryError(f"SQL error in inputData: {tree.get('error_message', 'cannot parse')}", field="inputData")
+    tables = [t["table_name"] for t in _base_tables(tree)]
     statements = tree.get("statements", [])
     if len(statements) != 1 or statements[0]["node"]["type"] != "SELECT_NODE":
-        return SelectShape(None, None, True, [], True, tree)
+        return SelectShape(None, None, "altered", True, tree, tables)
     node = statements[0]["node"]
     frm = node.get("from_table") or {}
+    ctes = {c["key"].lower() for c in node.get("cte_map", {}).get("map", [])}
     table = frm.get("table_name") if frm.get("type") == "BASE_TABLE" and not frm.get("schema_name") else None
-    names = []
-    has_star = False
-    for item in node.get("select_list", []):
-        if item.get("class") == "STAR":
-            has_star = True
-        elif item.get("alias"):
-            names.append(item["alias"])
-        elif item.get("class") == "COLUMN_REF":
-            names.append(item["column_names"][-1])
-    grouped = bool(node.get("group_expressions")) or bool(node.get("modifiers") and _has_limit(node))
-    return SelectShape(table, frm.get("alias") or None, has_star, names, grouped, tree)
+    if table is not None and table.lower() in ctes:
+        table = None
+    alias = frm.get("alias") or None
+    whole = _needs_all_rows(con, node) or (table is not None and tables_named(tables, table) > 1)
+    use = row_name_use(node.get("select_list", []), (alias or table or "").lower())
+    return SelectShape(table, alias, use, whole, tree, tables)
 
 
-def _has_limit(node: dict) -> bool:
-    return any(m.get("type") in ("LIMIT_MODIFIER", "LIMIT_PERCENT_MODIFIER") for m in node.get("modifiers", []))
+def tables_named(tables: list[str], name: str) -> int:
+    """How many of `tables` are `name` (DuckDB names ignore case)."""
+    return sum(t.lower() == name.lower() for t in tables)
 
 
-def with_row_name(con: duckdb.DuckDBPyConnection, shape: SelectShape, column: str = "_rowName") -> str:
-    """Return the query with `<source>._rowName` added to its select list (row identity for resumable writes)."""
+def _base_tables(tree: Any) -> Iterator[dict]:
+    """Every BASE_TABLE reference in a parsed statement (FROM, joins, subqueries, CTEs) in the main schema."""
+    for node in _walk(tree):
+        if node.get("type") == "BASE_TABLE" and node.get("schema_name", "").lower() in ("", "main"):
+            yield node
+
+
+def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
+    """Every object in a JSON tree, depth first; objects whose `class` is in `skip` are not entered."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class") in skip:
+                continue
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict) -> bool:
+    """Whether a SELECT's rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY, LIMIT, sampling,
+    aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at)."""
+    if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
+        return True
+    if node.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING" or node.get("sample"):
+        return True
+    if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
+        return True  # DISTINCT, LIMIT, LIMIT PERCENT
+    own = {k: node.get(k) for k in ("select_list", "where_clause", "from_table")}
+    calls = []
+    for item in _walk(own, skip=frozenset({"SUBQUERY"})):
+        if item.get("class") == "WINDOW" or item.get("sample"):
+            return True
+        if item.get("class") == "FUNCTION":
+            calls.append(str(item.get("function_name", "")).lower())
+    return bool(calls) and not aggregate_names(con).isdisjoint(calls)
+
+
+def aggregate_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Lower-case names of DuckDB's aggregate functions (listed once per process: ~10 ms)."""
+    global _aggregates
+    if _aggregates is None:
+        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions()"
+                           " WHERE function_type = 'aggregate'").fetchall()
+        _aggregates = frozenset(r[0] for r in rows)
+    return _aggregates
+
+
+def row_name_use(select_list: list[dict], source: str, column: str = ROW_NAME) -> RowNameUse:
+    """How the select list carries the source's `column` (see RowNameUse); `source` is its lower-case qualifier."""
+    uses = {_item_use(item, source, column) for item in select_list}
+    for use in ("altered", "kept", "renamed"):
+        if use in uses:
+            return use  # type: ignore[return-value]
+    return "absent"
+
+
+def _item_use(item: dict, source: str, column: str) -> RowNameUse:
+    """What one select item does with the row-name column."""
+    lower = column.lower()
+    alias = item.get("alias") or ""
+    if item.get("class") == "STAR":
+        return _star_use(item, source, lower)
+    if item.get("class") == "COLUMN_REF" and item["column_names"][-1].lower() == lower:
+        if alias.lower() not in ("", lower):
+            return "absent"
+        return "kept" if (alias or item["column_names"][-1]) == column else "renamed"
+    return "altered" if alias.lower() == lower else "absent"
+
+
+def _star_use(item: dict, source: str, lower: str) -> RowNameUse:
+    """A star keeps the column unless it excludes or renames it; one that replaces it, or a COLUMNS(...)
+    expression (which may or may not match it), alters it."""
+    if item.get("columns") or item.get("expr") or (item.get("relation_name") or "").lower() not in ("", source):
+        return "altered"
+    if any(r["key"].lower() == lower for r in item.get("replace_list", [])):
+        return "altered"
+    excluded = [str(e).lower() for e in item.get("exclude_list", [])]
+    excluded += [str(e.get("column", "")).lower() for e in item.get("qualified_exclude_list", [])
+                 if isinstance(e, dict)]
+    excluded += [str(r["key"].get("column", "")).lower() for r in item.get("rename_list", [])]
+    return "absent" if lower in excluded else "kept"
+
+
+def with_row_name(con: duckdb.DuckDBPyConnection, shape: SelectShape, column: str = ROW_NAME) -> str:
+    """Return the query with `<source>._rowName` in its select list under exactly that name (row identity for
+    resumable writes): added when absent, or re-aliased when the query spells it in another case."""
     tree = json.loads(json.dumps(shape.tree))
     node = tree["statements"][0]["node"]
     qualifier = shape.source_alias or shape.source_table
-    ref: dict[str, Any] = {
-        "class": "COLUMN_REF",
-        "type": "COLUMN_REF",
-        "alias": column,
-        "query_location": 18446744073709551615,
-        "column_names": [qualifier, column],
-    }
-    node["select_list"].insert(0, ref)
+    if shape.row_name == "renamed":
+        for item in node["select_list"]:
+            if item.get("class") == "COLUMN_REF" and item["column_names"][-1].lower() == column.lower():
+                item["alias"] = column
+    else:
+        node["select_list"].insert(0, {
+            "class": "COLUMN_REF",
+            "type": "COLUMN_REF",
+            "alias": column,
+            "query_location": 18446744073709551615,
+            "column_names": [qualifier, column],
+        })
     row = con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]).fetchall()[0]
     return row[0]

@@ -161,7 +161,8 @@ class ImageEmbedding(Function):
                 for i in unique[h]:
                     out[i] = vec
             for h, cause in errors:
-                self._fail(refs[unique[h][0]].label, VisionDBError(str(cause)))
+                for i in unique[h]:  # every row with that content failed, each under its own name
+                    self._fail(refs[i].label, VisionDBError(str(cause)))
 
     def _read_uris(self, refs: dict[int, ImageRef]) -> Iterable[tuple[int, Any]]:
         from ..storage.media import sha256_hex

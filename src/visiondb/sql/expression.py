@@ -48,7 +48,8 @@ class SqlExpression(Function):
 
 
 def free_identifiers(db: Any, expression: str) -> list[str]:
-    """Column references of `SELECT <expression>`, found with DuckDB's own parser."""
+    """Column references of `SELECT <expression>`, found with DuckDB's own parser: lambda parameters (within
+    their lambda) and the columns of subqueries are not arguments."""
     row = db.cursor().execute("SELECT json_serialize_sql(?::VARCHAR)", ["SELECT " + expression]).fetchall()[0]
     tree = json.loads(row[0])
     if tree.get("error"):
@@ -57,17 +58,35 @@ def free_identifiers(db: Any, expression: str) -> list[str]:
         )
     names: list[str] = []
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
-                name = node["column_names"][0]
-                if name not in names:
-                    names.append(name)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
+    def walk(node: Any, bound: frozenset[str]) -> None:
+        if isinstance(node, list):
             for value in node:
-                walk(value)
+                walk(value, bound)
+            return
+        if not isinstance(node, dict) or node.get("class") == "SUBQUERY":
+            return
+        if node.get("class") == "LAMBDA":
+            walk(node.get("expr"), bound | lambda_parameters(node.get("lhs")))
+            return
+        if node.get("class") == "COLUMN_REF" and node.get("column_names"):
+            name = node["column_names"][0]
+            if name.lower() not in bound and name not in names:
+                names.append(name)
+        for value in node.values():
+            walk(value, bound)
 
-    walk(tree["statements"][0]["node"]["select_list"])
+    walk(tree["statements"][0]["node"]["select_list"], frozenset())
     return names
+
+
+def lambda_parameters(lhs: Any) -> frozenset[str]:
+    """Lower-case names a lambda binds: one column reference, or several wrapped in a `row(...)` call."""
+    if not isinstance(lhs, dict):
+        return frozenset()
+    if lhs.get("class") == "COLUMN_REF":
+        return frozenset({lhs["column_names"][-1].lower()})
+    return frozenset(
+        a["expression"]["column_names"][-1].lower()
+        for a in lhs.get("arguments", [])
+        if a.get("expression", {}).get("class") == "COLUMN_REF"
+    )

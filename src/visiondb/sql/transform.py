@@ -1,8 +1,10 @@
 """`transform`: run a SELECT and write its rows into a dataset, in resumable chunks.
 
 Row identity is the source dataset's `_rowName` (added to the select list through DuckDB's parser when the
-query is a plain SELECT over one dataset); chunks are read in `_rowName` order and each chunk is inserted
-atomically with an anti-join, so an interrupted run resumes after the last written row with no duplicates.
+query is a plain SELECT over one dataset whose rows do not depend on each other); chunks are read in `_rowName`
+order and each chunk is inserted atomically with an anti-join, so an interrupted run resumes after the last
+written row with no duplicates. A run of more than one chunk writes into a staging table that replaces the output
+only once complete, so a failed re-run leaves the previous output as it was.
 """
 from __future__ import annotations
 
@@ -11,23 +13,27 @@ import json
 from typing import Any
 
 import duckdb
+from pydantic import Field
 
 from ..core.config import Params
 from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import QueryError
-from .ast import SelectShape, parse_select, with_row_name
+from ..errors import ConfigError, QueryError
+from .ast import ROW_NAME, SelectShape, parse_select, tables_named, with_row_name
 from .udf import collect_errors
 
-ROW_NAME = "_rowName"
+
+def staging_table(out: str) -> str:
+    """The table a run of more than one chunk writes (and an interrupted one resumes) before replacing `out`."""
+    return f"__vdb_staging_{out}"
 
 
 class TransformParams(Params):
     inputData: str
     outputDataset: OutputDataset
-    chunkSize: int = 512
+    chunkSize: int = Field(512, ge=1)
     resume: bool = True
 
 
@@ -41,31 +47,26 @@ class Transform(Procedure):
     def run(self, ctx: RunContext) -> dict:
         db, p = self.db, self.params
         out = p.outputDataset.id
-        self.db.datasets.check_id(out)
-        cur = db.cursor()
+        db.datasets.check_id(out)
+        self._check_output_not_read(out)
         source = self._shape.source_table
         keyed_query = self._keyed_query()
         signature = json.dumps({"procedure": self.id, "inputData": p.inputData})
-        # a finished output is recomputed (model functions answer from their cache); an unfinished one resumes
-        resuming = keyed_query is not None and p.resume and db.catalog.resumable(out, signature)
+        stage = staging_table(out)
+        unfinished, resuming = self._unfinished(out, signature) if keyed_query is not None else (False, False)
         total = self._count(source, None) if keyed_query is not None and not resuming else None
         if total is not None and total <= p.chunkSize:
             assert keyed_query is not None
-            written, skipped = self._replace(ctx, keyed_query, out, total, signature), 0
+            written, skipped = self._replace(ctx, keyed_query, out, total, signature, drop_stage=unfinished), 0
             row_count = written
         else:
-            with db.transaction():
-                if not resuming:
-                    cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-                db.catalog.set_marker(out, self.type_name, signature, complete=False)
-            if keyed_query is not None:
-                assert source is not None
-                written, skipped = self._run_keyed(ctx, source, keyed_query, total)
-                row_count = written + skipped
-            else:
-                written, skipped = self._run_whole(ctx), 0
-                row_count = db.table_status(out)["rowCount"]
-            with db.transaction():
+            chunked = source is not None and keyed_query is not None and self._names_unique(source)
+            resuming = resuming and chunked
+            query = keyed_query or p.inputData
+            written, skipped, row_count = self._run_staged(ctx, stage, query, chunked, total, resuming, signature)
+            with db.transaction() as cur:  # the complete new output replaces the old one at once
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
+                cur.execute(f"ALTER TABLE {quote_ident(stage)} RENAME TO {quote_ident(out)}")
                 self._finish(out, signature)
         return {
             "outputDataset": out,
@@ -75,6 +76,39 @@ class Transform(Procedure):
             "rowCount": row_count,
             "errorCount": ctx.record.get("errorCount", 0),
         }
+
+    def _run_staged(self, ctx: RunContext, stage: str, query: str, chunked: bool, total: int | None,
+                    resuming: bool, signature: str) -> tuple[int, int, int]:
+        """Write the whole output into `stage`, in `_rowName` chunks (continuing it when resuming) or in one
+        streamed pass: (written, skipped, row count)."""
+        db = self.db
+        with db.transaction() as cur:
+            if not resuming:
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(stage)}")
+            db.catalog.set_marker(self.params.outputDataset.id, self.type_name, signature, complete=False)
+        if not chunked:
+            written = self._run_whole(ctx, query, stage)
+            return written, 0, written
+        source = self._shape.source_table
+        assert source is not None
+        written, skipped = self._run_keyed(ctx, source, query, total, stage)
+        return written, skipped, written + skipped
+
+    def _unfinished(self, out: str, signature: str) -> tuple[bool, bool]:
+        """(an earlier run of `out` did not finish, this run resumes it): a finished output is recomputed (model
+        functions answer from their cache); an unfinished one of the same config continues in its staging table."""
+        marker = self.db.catalog.get_marker(out)
+        unfinished = bool(marker) and not marker.get("complete")
+        same = unfinished and self.params.resume and marker.get("signature") == signature
+        return unfinished, same and self.db.table_exists(staging_table(out))
+
+    def _check_output_not_read(self, out: str) -> None:
+        """Refuse an output that is one of the tables the query reads: replacing it would destroy its input."""
+        if tables_named(self._shape.tables, out):
+            raise ConfigError(
+                f"transform {self.id!r}: outputDataset {out!r} is a table that inputData reads; write to another"
+                " dataset", field="params.outputDataset",
+            )
 
     def _finish(self, out: str, signature: str) -> None:
         """Mark the output complete and catalogue it as a dataset."""
@@ -96,14 +130,22 @@ class Transform(Procedure):
 
     def _keyed_query(self) -> str | None:
         """The input query with the source's `_rowName` in its output, or None when rows have no identity
-        (no single source dataset with `_rowName`, or a grouped / limited query)."""
+        (no single source dataset with `_rowName`, a query whose rows depend on each other, or one that puts
+        another value under that name)."""
         shape = self._shape
         source = shape.source_table
-        if source is None or shape.grouped or ROW_NAME not in self._columns(source):
+        if source is None or shape.whole or shape.row_name == "altered":
             return None
-        if ROW_NAME in shape.output_names or shape.has_star:
-            return self.params.inputData
-        return self._with_row_name
+        if ROW_NAME.lower() not in (c.lower() for c in self._columns(source)):
+            return None
+        return self.params.inputData if shape.row_name == "kept" else self._with_row_name
+
+    def _names_unique(self, source: str) -> bool:
+        """Whether every source row has its own, non-NULL `_rowName`: chunks are cut between names, so rows
+        sharing one, or without one, are written in one streamed pass instead."""
+        return self.db.cursor().execute(
+            f"SELECT count(*) = count(DISTINCT {ROW_NAME}) FROM {quote_ident(source)}"
+        ).fetchall()[0][0]
 
     # keyed, chunked, resumable ---------------------------------------------------------
     def _count(self, source: str, start_after: Any) -> int:
@@ -113,25 +155,28 @@ class Transform(Procedure):
             [start_after, start_after],
         ).fetchall()[0][0]
 
-    def _replace(self, ctx: RunContext, query: str, out: str, total: int, signature: str) -> int:
+    def _replace(self, ctx: RunContext, query: str, out: str, total: int, signature: str,
+                 drop_stage: bool) -> int:
         """One chunk's worth of rows: the query runs over the source as written, and dropping the old output,
-        writing the new one and marking it complete commit together (one WAL sync; a run that fails leaves the
-        previous output as it was)."""
+        writing the new one (an empty table for no rows) and marking it complete commit together (one WAL sync;
+        a run that fails leaves the previous output as it was). `drop_stage`: an unfinished run's table goes
+        too."""
         bar = ctx.bar(total, f"transform → {out}")
         try:
             with self.db.transaction() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {quote_ident(out)}")
-                written = self._write_chunk(ctx, query, out, exists=False) if total else 0
+                if drop_stage:
+                    cur.execute(f"DROP TABLE IF EXISTS {quote_ident(staging_table(out))}")
+                written = self._write_chunk(ctx, query, out, exists=False)
                 self._finish(out, signature)
             bar.update(total)
         finally:
             bar.close()
         return written
 
-    def _run_keyed(self, ctx: RunContext, source: str, query: str, total: int | None) -> tuple[int, int]:
-        """Chunk by chunk; `total` (all source rows) is None when resuming after the output's last row."""
+    def _run_keyed(self, ctx: RunContext, source: str, query: str, total: int | None, out: str) -> tuple[int, int]:
+        """Chunk by chunk into table `out`; `total` (all source rows) is None when resuming after its last row."""
         db, p = self.db, self.params
-        out = p.outputDataset.id
         cur = db.cursor()
         start_after = None
         skipped = 0
@@ -139,11 +184,11 @@ class Transform(Procedure):
         if resuming:
             start_after, skipped = cur.execute(f"SELECT max({ROW_NAME}), count(*) FROM {quote_ident(out)}").fetchall()[0]
             total = self._count(source, start_after)
-        bar = ctx.bar(total, f"transform → {out}")
+        bar = ctx.bar(total, f"transform → {p.outputDataset.id}")
         catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
         qualified = f"{quote_ident(catalog)}.main.{quote_ident(source)}"
         written = seen = 0
-        exists = resuming  # a fresh run dropped the output; its first chunk creates it
+        exists = resuming  # a fresh run dropped the table; its first chunk creates it
         shadow = quote_ident(source)  # a temp table of the chunk's rows hides the source from the query
         try:
             while seen < total:
@@ -153,10 +198,12 @@ class Transform(Procedure):
                     [start_after, start_after, p.chunkSize],
                 )
                 n, last = cur.execute(f"SELECT count(*), max({ROW_NAME}) FROM temp.main.{shadow}").fetchall()[0]
+                if n == 0 and exists:
+                    break
+                written += self._write_chunk(ctx, query, out, exists)  # with no rows: the empty table
+                exists = True
                 if n == 0:
                     break
-                written += self._write_chunk(ctx, query, out, exists)
-                exists = True
                 start_after = last
                 seen += n
                 bar.update(n)
@@ -188,18 +235,20 @@ class Transform(Procedure):
         return int(written)
 
     # anything else: one streamed pass -----------------------------------------------------
-    def _run_whole(self, ctx: RunContext) -> int:
-        out = self.params.outputDataset.id
+    def _run_whole(self, ctx: RunContext, query: str, out: str) -> int:
+        """`query` in one streamed pass into table `out` (created empty, with the query's columns, for no rows)."""
         reader_cursor = self.db.connection.cursor()  # the stream stays open while chunks are written elsewhere
         written = 0
-        bar = ctx.bar(None, f"transform → {out}")
+        bar = ctx.bar(None, f"transform → {self.params.outputDataset.id}")
         with collect_errors(reader_cursor) as sink:
             try:
-                reader = reader_cursor.execute(self.params.inputData).to_arrow_reader(self.params.chunkSize)
+                reader = reader_cursor.execute(query).to_arrow_reader(self.params.chunkSize)
                 for batch in reader:
                     if batch.num_rows:
                         written += self.db.write_arrow(out, batch)
                         bar.update(batch.num_rows)
+                if not self.db.table_exists(out):
+                    self.db.write_arrow(out, reader.schema.empty_table())
             except duckdb.Error as exc:
                 raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
             finally:

@@ -16,6 +16,7 @@ import duckdb
 from duckdb import func as duckdb_func
 import pyarrow as pa
 
+from ..core.entities import quote_ident
 from ..errors import ConfigError, QueryError, VisionDBError
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def with_sink(fn: Callable[..., pa.Array]) -> Callable[..., pa.Array]:
 
 
 def create_macro(db: "VisionDB", name: str, args: Sequence[str], body: str) -> None:
+    """`name(args...)` as a SQL macro expanding to `body`; argument names are quoted (`select` is a fine one)."""
     try:
-        db.connection.execute(f"CREATE OR REPLACE MACRO {name}({', '.join(args)}) AS {body}")
+        db.connection.execute(f"CREATE OR REPLACE MACRO {name}({', '.join(map(quote_ident, args))}) AS {body}")
     except duckdb.Error as exc:
         raise ConfigError(f"function {name!r}: cannot define SQL macro: {exc}", field="params.expression") from None
 

@@ -1,0 +1,123 @@
+"""`transform` gives the same rows whatever its chunkSize, never destroys its input or a previous output."""
+from __future__ import annotations
+
+import pytest
+
+from visiondb.errors import ConfigError
+from visiondb.sql.transform import staging_table
+
+
+def make_source(db, n: int = 10, name: str = "src") -> None:
+    db.sql(f"CREATE OR REPLACE TABLE {name} AS SELECT 'r' || lpad(i::VARCHAR, 3, '0') AS _rowName, i % 3 AS label,"
+           f" i AS x FROM range({n}) t(i)")
+    db.datasets.register_output(name)
+
+
+def transform(db, id: str, query: str, out: str, chunk: int, **params) -> dict:
+    config = {"type": "transform", "params": {"inputData": query, "outputDataset": out, "chunkSize": chunk, **params}}
+    return db.procedures.put(id, config)["status"]["firstRun"]["status"]
+
+
+def rows(db, query: str) -> list[tuple]:
+    return sorted(db.sql(query).fetchall(), key=repr)
+
+
+@pytest.mark.parametrize("out", ["src", "SRC", "Src"])
+def test_an_output_the_query_reads_is_refused(db, out):
+    make_source(db)
+    for chunk, query in ((4, "SELECT x FROM src"), (100, "SELECT x FROM src"),
+                         (4, "SELECT x, (SELECT max(x) FROM Src) AS m FROM other")):
+        db.sql("CREATE OR REPLACE TABLE other AS SELECT 1 AS x")
+        with pytest.raises(ConfigError) as err:
+            transform(db, f"t{chunk}", query, out, chunk)
+        assert err.value.details["field"] == "params.outputDataset"
+    assert db.sql("SELECT count(*), sum(x) FROM src").fetchone() == (10, 45)
+
+
+def test_a_failed_chunked_rerun_keeps_the_previous_output_and_resumes(db):
+    db.sql("CREATE TABLE s AS SELECT 'r' || lpad(i::VARCHAR, 3, '0') AS _rowName, i::VARCHAR AS v FROM range(10) t(i)")
+    transform(db, "cast", "SELECT CAST(v AS INTEGER) AS n FROM s", "out", 4)
+    db.sql("INSERT INTO s VALUES ('r999', 'oops')")  # the last chunk fails after two were written
+    run = db.procedures.run("cast", raise_errors=False)
+    assert run["state"] == "error"
+    assert db.sql("SELECT count(*), sum(n) FROM out").fetchone() == (10, 45) and db.datasets.exists("out")
+    db.sql("UPDATE s SET v = '100' WHERE _rowName = 'r999'")
+    status = db.procedures.run("cast")["status"]
+    assert status["resumed"] and status["rowsAlreadyPresent"] == 8 and status["rowsWritten"] == 3
+    assert db.sql("SELECT count(*), count(DISTINCT _rowName), sum(n) FROM out").fetchone() == (11, 11, 145)
+    assert not db.table_exists(staging_table("out"))
+    # a streamed (not keyed) re-run that fails leaves the output as well
+    transform(db, "agg", "SELECT count(*) AS c FROM s", "agg_out", 4)
+    db.sql("UPDATE s SET v = 'oops' WHERE _rowName = 'r999'")
+    db.procedures.put("agg", {"type": "transform", "params": {
+        "inputData": "SELECT sum(CAST(v AS INTEGER)) AS c FROM s", "outputDataset": "agg_out", "chunkSize": 4,
+        "runOnCreation": False}})
+    assert db.procedures.run("agg", raise_errors=False)["state"] == "error"
+    assert db.sql("SELECT * FROM agg_out").fetchall() == [(11,)]
+
+
+def test_repeated_or_null_row_names_do_not_depend_on_chunk_size(db):
+    db.sql("CREATE TABLE s AS SELECT * FROM (VALUES ('a', 1), ('b', 2), ('b', 3), ('c', 4), (NULL, 5)) t(_rowName, x)")
+    for chunk in (1, 2, 100):
+        transform(db, f"t{chunk}", "SELECT x FROM s", f"o{chunk}", chunk)
+        assert rows(db, f"SELECT _rowName, x FROM o{chunk}") == rows(db, "SELECT * FROM s")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT DISTINCT label FROM src",
+    "SELECT count(*) AS n, sum(x) AS s FROM src",
+    "SELECT label, count(*) AS n FROM src GROUP BY label HAVING count(*) > 3",
+    "SELECT x, sum(x) OVER () AS total FROM src",
+    "SELECT x, rank() OVER (ORDER BY x DESC) AS r FROM src QUALIFY r <= 4",
+    "SELECT x, (SELECT max(x) FROM src) AS top FROM src",
+    "SELECT x FROM src USING SAMPLE 3 ROWS",
+])
+def test_queries_over_all_rows_do_not_depend_on_chunk_size(db, query):
+    make_source(db)
+    for chunk in (3, 1000):
+        status = transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
+        assert status["rowCount"] == db.sql(f"SELECT count(*) FROM o{chunk}").fetchone()[0]
+    if "SAMPLE" in query:
+        assert db.sql("SELECT count(*) FROM o3").fetchone() == db.sql("SELECT count(*) FROM o1000").fetchone() == (3,)
+    else:
+        assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000") == rows(db, query)
+
+
+@pytest.mark.parametrize("chunk", [4, 100])
+def test_row_name_is_kept_once_and_spelt_as_the_source_spells_it(db, chunk):
+    make_source(db)
+    for i, query in enumerate(("SELECT * EXCLUDE (_rowName) FROM src", "SELECT _rowname, x FROM src",
+                               "SELECT s._ROWNAME, x FROM src s", "SELECT * RENAME (_rowName AS id) FROM src",
+                               "SELECT * EXCLUDE (label) FROM src")):
+        transform(db, f"t{i}", query, f"o{i}", chunk)
+        names = [c[0] for c in db.sql(f"DESCRIBE o{i}").fetchall()]
+        assert names.count("_rowName") == 1 and not any(n.lower().startswith("_rowname_") for n in names), names
+        assert db.sql(f"SELECT count(DISTINCT _rowName) FROM o{i}").fetchone() == (10,)
+
+
+def test_another_value_named_row_name_is_written_in_one_pass(db):
+    make_source(db)
+    for chunk in (4, 100):
+        transform(db, f"t{chunk}", "SELECT upper(_rowName) AS _rowName, x FROM src", f"o{chunk}", chunk)
+        assert rows(db, f"SELECT * FROM o{chunk}") == rows(db, "SELECT upper(_rowName), x FROM src")
+
+
+@pytest.mark.parametrize("chunk", [0, -1])
+def test_chunk_size_must_be_positive(db, chunk):
+    make_source(db)
+    with pytest.raises(ConfigError) as err:
+        transform(db, "t", "SELECT x FROM src", "o", chunk)
+    assert err.value.details["field"] == "params.chunkSize"
+
+
+def test_an_empty_result_is_an_empty_table_with_the_query_columns(db):
+    make_source(db, 0, "empty")
+    make_source(db, 10)
+    for i, (query, chunk) in enumerate((("SELECT x FROM empty", 512),
+                                        ("SELECT label, count(*) AS n FROM src WHERE false GROUP BY label", 512),
+                                        ("SELECT x FROM src WHERE x > 100", 4))):
+        db.sql(f"CREATE TABLE o{i} AS SELECT 'old' AS stale")  # a previous output is replaced, not kept
+        transform(db, f"t{i}", query, f"o{i}", chunk)
+        assert db.sql(f"SELECT count(*) FROM o{i}").fetchone() == (0,) and db.datasets.exists(f"o{i}")
+        names = {c[0] for c in db.sql(f"DESCRIBE o{i}").fetchall()}
+        assert "stale" not in names and names - {"_rowName"} == ({"x"} if i != 1 else {"label", "n"})
