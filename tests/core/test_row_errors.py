@@ -28,6 +28,7 @@ def test_row_errors_go_to_the_collecting_statement_only(db, tmp_path):
     errors = sink.drain()
     assert len(errors) == 1 + 5000
     assert all(e["function"] == "fetch" and "missing.jpg" in e["uri"] for e in errors)
+    assert errors[0]["uri"] == missing  # the URI as given, not its JSON text
     # the sink is gone with the block: the same cursor raises again
     with pytest.raises(duckdb.Error, match="missing.jpg"):
         collecting.execute("SELECT fetch_bytes(?)", [missing]).fetchall()

@@ -12,6 +12,7 @@ import visiondb
 from visiondb.models.embedder import get_embedder, tapered_batches
 from visiondb.sql.embedding import balanced_batch_size
 from visiondb.errors import FetchError, NotFoundError
+from visiondb.storage import embedding_cache as cache_module
 from visiondb.storage import media as media_module
 from visiondb.storage.images import ImageRef, ref_from_value, uri_sha256
 from visiondb.storage.media import sha256_hex
@@ -118,6 +119,26 @@ def test_stale_image_value_is_keyed_by_the_bytes_read(tmp_path: Path, photos: li
         np.testing.assert_allclose(true_a, embedder.embed_bytes([a.read_bytes()])[0], atol=1e-5)
     finally:
         db.close()
+
+
+def test_cache_backlog_is_bounded_and_late_puts_are_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`put` waits for the writer past MAX_BACKLOG_ROWS instead of growing without bound; a put after close
+    still reaches the table."""
+    monkeypatch.setattr(cache_module, "MAX_BACKLOG_ROWS", 8)
+    monkeypatch.setattr(cache_module, "LINGER_S", 60.0)  # the writer would otherwise sit on its rows for a minute
+    db = visiondb.connect(tmp_path / "backlog.duckdb")
+    cache = db.embedding_cache
+    vectors = {f"{i:064x}": np.full(4, i, dtype=np.float32) for i in range(20)}
+    items = list(vectors.items())
+    cache.put("k", dict(items[:8]))
+    cache.put("k", dict(items[8:12]))  # over the bound: the first eight are handed to the writer first
+    assert len(cache._pending) <= 8
+    cache.flush()
+    cache.close()
+    cache.put("k", dict(items[12:]))  # closed: written on the caller's thread
+    stored = db.sql("SELECT count(*) FROM vdb.embeddings WHERE model_key = 'k'").fetchone()[0]
+    db.close()
+    assert stored == 20
 
 
 def test_balanced_batches() -> None:

@@ -20,22 +20,26 @@ def register_builtins(db: "VisionDB") -> None:
     def fetch_udf(refs: pa.Array) -> pa.Array:
         texts = refs.to_pylist()
 
-        def one(text: str | None) -> bytes | VisionDBError | None:
+        def one(text: str | None) -> bytes | tuple[str, VisionDBError] | None:
             if text is None:
                 return None
+            label = text
             try:
                 ref = ref_from_json(text)
-                assert ref is not None
+                if ref is None:
+                    return None
+                label = ref.label
                 return db.read_ref(ref)[0]
             except VisionDBError as exc:
-                return exc
+                return label, exc
 
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             results = list(pool.map(one, texts))
         for i, result in enumerate(results):  # failures go to the statement's sink from this (the UDF's) thread
-            if isinstance(result, VisionDBError):
-                if not report_row_error("fetch", str(texts[i]), result):
-                    raise VisionDBError(f"fetch({texts[i]}): {result.message}") from None
+            if isinstance(result, tuple):
+                label, error = result
+                if not report_row_error("fetch", label, error):
+                    raise VisionDBError(f"fetch({label}): {error.message}") from None
                 results[i] = None
         return pa.array(results, pa.binary())
 

@@ -27,6 +27,8 @@ statement and its WAL commit: measured 32 and 512 rows alike), so a transform wr
 per batch (0.2 s: 16 INSERTs and ~150 ms CPU per 512 photos on 2 cores; 1 s: 4-5 and ~60 ms)."""
 MAX_PENDING_ROWS = 512
 """Pending rows that trigger a write without waiting out the linger."""
+MAX_BACKLOG_ROWS = 16 * MAX_PENDING_ROWS
+"""Pending rows at which `put` waits for the writer (memory stays bounded if the table is slow to take them)."""
 IDLE_EXIT_S = 5.0
 """The writer thread ends after this long with nothing to write (the next `put` starts another)."""
 RECENT_BYTES = 64 * 2**20
@@ -114,14 +116,27 @@ class EmbeddingCache:
         if not vectors:
             return
         with self._cond:
-            if self._closed:
-                self._insert({(h, key): v for h, v in vectors.items()})
+            if not self._closed:
+                while len(self._pending) >= MAX_BACKLOG_ROWS and not self._closed:
+                    self._flush_requested = True  # the writer is behind: let it take the backlog first
+                    if self._writer is None or not self._writer.is_alive():
+                        self._start_writer()
+                    self._cond.notify_all()
+                    self._cond.wait(1.0)
+                for h, vector in vectors.items():
+                    self._pending[(h, key)] = vector
+                if self._writer is None:
+                    self._start_writer()
+                self._cond.notify_all()
                 return
-            for h, vector in vectors.items():
-                self._pending[(h, key)] = vector
-            if self._writer is None:
-                self._start_writer()
-            self._cond.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()  # closed: the writer's last INSERT first, so the two cannot conflict on a key
+        try:
+            self._insert({(h, key): v for h, v in vectors.items()})
+        except Exception as exc:  # noqa: BLE001 - a cache write must never take a query down with it
+            self.write_errors += 1
+            log.warning("embedding cache: %d vectors not stored (%s); they will be computed again", len(vectors), exc)
 
     def _start_writer(self) -> None:
         """Start the writer thread (caller holds the condition's lock)."""
