@@ -171,3 +171,75 @@ def test_resampling_stays_on_the_calling_thread() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (533, 400, 3), dtype=np.uint8)
     assert EFFICIENTNET(224).to_array(pixels).shape == (3, 224, 224)
     assert torch.get_num_threads() == before
+
+
+def _tiff_pixel(img: Image.Image, tmp_path: Path, name: str) -> np.ndarray:
+    """Save `img` as a TIFF under tmp_path and decode it back to an RGB array."""
+    (tmp_path / name).write_bytes(_save(img, "TIFF"))
+    return np.asarray(decode_rgb((tmp_path / name).read_bytes()), int)
+
+
+def test_float_and_int32_images_scale_to_8_bits(tmp_path: Path) -> None:
+    """Float images in [0, 1] scale by 255; floats already in 0..255 and 32-bit ints up to 255 keep their values."""
+    half = _tiff_pixel(Image.fromarray(np.full((8, 8), 0.5, np.float32), "F"), tmp_path, "half.tif")
+    assert (half == 128).all()
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (4, 1))
+    got = _tiff_pixel(Image.fromarray(ramp, "F"), tmp_path, "ramp.tif")[..., 0]
+    assert np.array_equal(got, np.rint(ramp * 255).astype(int))
+    levels = np.tile(np.array([0, 2, 100, 255], np.float32), (4, 1))
+    assert np.array_equal(_tiff_pixel(Image.fromarray(levels, "F"), tmp_path, "levels.tif")[..., 0], levels.astype(int))
+    nan = np.full((4, 4), 0.25, np.float32)
+    nan[0, 0] = np.nan
+    got = _tiff_pixel(Image.fromarray(nan, "F"), tmp_path, "nan.tif")[..., 0]
+    assert got[0, 0] == 0 and (got.ravel()[1:] == 64).all()
+    int32 = _tiff_pixel(Image.fromarray(np.full((8, 8), 100, np.int32), "I"), tmp_path, "int32.tif")
+    assert (int32 == 100).all()
+
+
+def test_rgb_colour_key_composited_on_white(tmp_path: Path) -> None:
+    """An RGB PNG's tRNS colour key makes that colour transparent (white); other pixels and plain RGB are unchanged."""
+    arr = np.zeros((8, 8, 3), np.uint8)
+    arr[:, :4] = (255, 0, 0)
+    arr[:, 4:] = (0, 0, 255)
+    (tmp_path / "keyed.png").write_bytes(_save(Image.fromarray(arr, "RGB"), "PNG", transparency=(255, 0, 0)))
+    got = np.asarray(decode_rgb((tmp_path / "keyed.png").read_bytes()))
+    assert (got[:, :4] == 255).all()
+    assert np.array_equal(got[:, 4:], arr[:, 4:])
+    assert np.array_equal(np.asarray(decode_rgb(_save(Image.fromarray(arr, "RGB"), "PNG"))), arr)
+
+
+def test_lab_tiff_converts_to_srgb(tmp_path: Path) -> None:
+    """CIELAB TIFFs are colour-converted, not channel-copied: neutral grey stays grey and colours round-trip."""
+    from PIL import ImageCms
+
+    grey = _tiff_pixel(Image.new("LAB", (8, 8), (128, 128, 128)), tmp_path, "grey.tif")  # L*=50, a*=b*=0
+    assert (grey == grey[..., :1]).all() and abs(int(grey[0, 0, 0]) - 119) <= 1
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    base = _gradient()
+    got = _tiff_pixel(to_lab.apply(base), tmp_path, "gradient.tif")
+    assert np.abs(got - np.asarray(base, int)).mean() < 3
+
+
+def _progressive_cut_in_huffman_table(img: Image.Image, **kwargs: object) -> tuple[bytes, int]:
+    """A progressive JPEG of `img` and the offset of the middle of its first Huffman table after a scan."""
+    data = _save(img, "JPEG", progressive=True, **kwargs)
+    return data, data.index(b"\xff\xc4", data.index(b"\xff\xda")) + 6
+
+
+def test_truncated_progressive_jpeg_reported_as_truncated() -> None:
+    """A progressive JPEG cut between scans (inside a Huffman table) lacks its EOI: truncated, not corrupt;
+    the same table damaged in a complete file stays corrupt."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    for kwargs in ({}, {"exif": exif.tobytes()}):  # Pillow-free path, then the Pillow-opened one
+        data, cut = _progressive_cut_in_huffman_table(_gradient(), **kwargs)
+        for min_side in (None, 16):
+            with pytest.raises(ImageDecodeError, match="^truncated image data: "):
+                decode_rgb(data[:cut], min_side=min_side)
+    data, cut = _progressive_cut_in_huffman_table(_gradient().convert("CMYK"))
+    with pytest.raises(ImageDecodeError, match="^truncated image data: "):
+        decode_rgb(data[:cut])
+    data, cut = _progressive_cut_in_huffman_table(_gradient())
+    damaged = data[:cut - 2] + b"\xff" * 24 + data[cut + 22:]
+    with pytest.raises(ImageDecodeError, match="^corrupt image: "):
+        decode_rgb(damaged)

@@ -5,14 +5,19 @@ always produce the same pixels: JPEGs via libjpeg-turbo DCT scaling (simplejpeg)
 """
 from __future__ import annotations
 
+import functools
 import io
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from visiondb.errors import ImageDecodeError
+
+if TYPE_CHECKING:
+    from PIL import ImageCms
 
 MAX_PIXELS = 100_000_000
 """Largest width*height accepted; larger images are rejected before decoding (decompression bombs)."""
@@ -124,6 +129,7 @@ def dct_scale_factor(width: int, height: int, min_side: int | None) -> int:
 
 
 _JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_SOS, _JPEG_EOI = b"\xff\xda", b"\xff\xd9"
 _TURBO_COLORSPACES = ("YCbCr", "Gray", "RGB")
 """JPEG colour spaces libjpeg-turbo converts to RGB itself (Pillow's modes RGB and L); CMYK/YCCK go through Pillow."""
 
@@ -165,7 +171,20 @@ def _decode_jpeg_scaled(data: bytes, width: int, height: int, min_side: int | No
             raise ImageDecodeError(f"truncated image data: {text}") from exc
         if "unsupported" in text.lower():
             return None
-        raise ImageDecodeError(f"corrupt image: {text}") from exc
+        raise _jpeg_decode_error(data, text) from exc
+
+
+def _jpeg_lacks_eoi(data: bytes) -> bool:
+    """True when no end-of-image marker follows the last start-of-scan: the file was cut short (byte stuffing keeps
+    both markers out of entropy-coded data). Only called after a decode failed, so the scan costs nothing otherwise."""
+    return data.find(_JPEG_EOI, max(data.rfind(_JPEG_SOS), 0)) < 0
+
+
+def _jpeg_decode_error(data: bytes, text: str) -> ImageDecodeError:
+    """The error for a JPEG whose header parsed but whose pixels did not: truncated when the EOI is missing."""
+    if _jpeg_lacks_eoi(data):
+        return ImageDecodeError(f"truncated image data: {text}")
+    return ImageDecodeError(f"corrupt image: {text}")
 
 
 def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -179,17 +198,43 @@ def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+@functools.lru_cache(maxsize=1)
+def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
+    """LittleCMS transform from Pillow's LAB mode (L 0..255, a/b offset by 128) to sRGB, built once."""
+    from PIL import ImageCms  # only LAB images need LittleCMS
+
+    return ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
+
+
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """CIELAB to sRGB through LittleCMS (Pillow < 11 `convert` copied the channels raw); neutral greys stay grey."""
+    return _lab_to_srgb().apply(img)
+
+
+def _to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map one-channel 16/32-bit int or float pixels to uint8. 16-bit modes divide by 257; float images whose
+    finite values all lie in [0, 1] scale by 255; otherwise values up to 255 stay as they are and larger ranges
+    are read as 16-bit (/257). Clipped to 0..255; NaN and infinities as 0."""
+    if mode == "F":
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        if arr.size and arr.min() >= 0 and arr.max() <= 1:
+            arr = arr * 255.0
+    if mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB: alpha composited on white, 16-bit scaled down, palettes expanded."""
+    """Convert any Pillow mode to 8-bit RGB: alpha and colour keys composited on white, 16-bit and float scaled
+    (see `_to_8bit`), palettes expanded, LAB colour-converted."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16") or arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        grey = _to_8bit(np.asarray(img, dtype=np.float64), mode)
         return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "LAB":
+        return _lab_to_rgb(img)
     if mode == "P" or mode == "PA" or "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"
@@ -219,14 +264,21 @@ def _decode(data: bytes, min_side: int | None) -> np.ndarray | Image.Image:
     except OSError as exc:
         if "truncated" in str(exc).lower():
             raise ImageDecodeError(f"truncated image data: {exc}") from exc
-        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+        raise _load_error(img, data, exc) from exc
     except (SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+        raise _load_error(img, data, exc) from exc
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
         pass
     return _to_rgb(img)
+
+
+def _load_error(img: Image.Image, data: bytes, exc: Exception) -> ImageDecodeError:
+    """The error for pixels Pillow failed to load: JPEGs cut short are reported as truncated."""
+    if img.format == "JPEG":
+        return _jpeg_decode_error(data, str(exc))
+    return ImageDecodeError(f"corrupt image: {exc}")
 
 
 def decode_array(data: bytes, min_side: int | None = None) -> np.ndarray:
