@@ -8,23 +8,60 @@ from pathlib import Path
 from typing import Any
 
 KINDS = {"dataset": "datasets", "function": "functions", "procedure": "procedures"}
+ERROR_EXIT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models.allocator import ensure_tuned_malloc
+    """Run one command; argv None means this process's own command line (the console entry point)."""
+    if argv is None:
+        # only the entry point owns the process: a caller of main(argv) must not be re-executed
+        from .models.allocator import ensure_tuned_malloc
 
-    ensure_tuned_malloc(sys.argv if argv is None else None)
+        ensure_tuned_malloc(sys.argv)
     args = build_parser().parse_args(argv)
+    import duckdb
+
     from .errors import VisionDBError
 
+    args.open_dbs = []
     try:
-        return int(args.handler(args) or 0)
+        try:
+            return int(args.handler(args) or 0)
+        finally:
+            for db in args.open_dbs:  # in-process callers may open the same file again
+                db.close()
     except VisionDBError as exc:
         detail = {k: v for k, v in exc.details.items() if k != "run"}
-        print(f"error: {exc.message}" + (f"  {json.dumps(detail, default=str)}" if detail else ""), file=sys.stderr)
-        return 2
+        return fail(exc.message + (f"  {json.dumps(detail, default=str)}" if detail else ""))
+    except OSError as exc:
+        return fail(os_error_text(exc))
+    except duckdb.Error as exc:
+        return fail(str(exc))
     except KeyboardInterrupt:
         return 130
+
+
+def fail(message: str) -> int:
+    """Print `error: message` on stderr and return the CLI's error exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return ERROR_EXIT
+
+
+def os_error_text(exc: OSError) -> str:
+    """'<reason>: <file>' for an OSError, naming the file when the error carries one."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 0..65535")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,22 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("model", help="model registry: list, export, import, retrain")
     msub = p.add_subparsers(dest="model_command", required=True)
-    m = msub.add_parser("list")
+    m = msub.add_parser("list", help="list registered models (latest version of each)")
     m.set_defaults(handler=cmd_model_list)
-    m = msub.add_parser("export")
+    m = msub.add_parser("export", help="write NAME[:VERSION] as one portable .vdbm package file")
     m.add_argument("name", help="NAME[:VERSION], e.g. cls_scorer_0")
-    m.add_argument("path")
+    m.add_argument("path", help=".vdbm file to write")
     m.set_defaults(handler=cmd_model_export)
-    m = msub.add_parser("import")
-    m.add_argument("path")
+    m = msub.add_parser("import", help="verify a .vdbm package, store it in the registry, register its SQL function")
+    m.add_argument("path", help=".vdbm file written by `model export`")
     m.set_defaults(handler=cmd_model_import)
-    m = msub.add_parser("retrain")
-    m.add_argument("name")
+    m = msub.add_parser("retrain", help="re-create a model from its manifest (same rows, algorithm, seed) and compare")
+    m.add_argument("name", help="NAME[:VERSION], e.g. cls_scorer_0")
     m.set_defaults(handler=cmd_model_retrain)
 
     p = sub.add_parser("serve", help="serve the MLDB-compatible REST API")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port 0..65535 (0: any free port)")
     p.add_argument("--token", default=None, help="bearer token required for writes (or env VISIONDB_TOKEN)")
     p.add_argument("--allow-root", action="append", default=[], help="folder REST imports may read (repeatable)")
     p.add_argument("--allow-fetch", action="append", default=[], help="IP or CIDR a fetch may reach though private")
@@ -95,27 +132,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="the MLDB car-brand workflow on the CC0 clothing photos")
-    p.add_argument("--data", default=None, help="clothing dataset folder (default: $VISIONDB_DEMO_DATA or ../shared)")
+    p.add_argument("--data", default=None,
+                   help="clothing photos: a folder, labels CSV or archive URI (default: $VISIONDB_DEMO_DATA, else "
+                        "../shared/datasets/clothing if present, else the dataset's public zip on GitHub)")
     p.add_argument("--serve", choices=["auto", "yes", "no"], default="auto",
                    help="serve the demo DB at the end (auto: until Ctrl-C on a terminal, else a self-check only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080, help="port for --serve (taken: a free one is used)")
     p.set_defaults(handler=cmd_demo)
     return parser
 
 
-def open_db(args: argparse.Namespace) -> Any:
+def open_db(args: argparse.Namespace, create: bool = False) -> Any:
+    """Connect to --db (in memory when absent); a missing file is created only when `create` is set."""
     import visiondb
 
-    return visiondb.connect(args.db)
+    from .errors import NotFoundError
+
+    if args.db and args.db != ":memory:" and not create and not Path(args.db).exists():
+        raise NotFoundError(f"database file not found: {args.db}")
+    db = visiondb.connect(args.db)
+    vars(args).setdefault("open_dbs", []).append(db)
+    return db
 
 
 def load_json(text: str, what: str) -> Any:
     """A JSON object given inline or as a file path."""
     from .core.config import json_object
+    from .errors import ConfigError
 
     path = Path(text)
     if not text.lstrip().startswith("{") and path.exists():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}", field=what) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{what} file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                              field=what) from exc
     return json_object(text, what, what, "{...}")
 
 
@@ -142,7 +195,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    db = open_db(args)
+    db = open_db(args, create=True)
     emit(getattr(db, KINDS[args.kind]).put(args.id, load_json(args.config, "config")))
     return 0
 
@@ -190,9 +243,12 @@ def cmd_model_export(args: argparse.Namespace) -> int:
 
 
 def cmd_model_import(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .learn.packages import import_package
 
-    name, version = import_package(open_db(args), args.path)
+    if Path(args.path).is_dir():
+        raise ConfigError(f"model package {args.path} is a directory; expected a .vdbm file written by `model export`")
+    name, version = import_package(open_db(args, create=True), args.path)
     print(f"imported {name}:{version}; SQL function {name}(...) is ready")
     return 0
 
@@ -210,8 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.server import serve
 
     if not args.db:
-        print("error: serve needs --db FILE", file=sys.stderr)
-        return 2
+        return fail("serve needs --db FILE")
     serve(
         args.db, args.host, args.port, token=args.token or os.environ.get("VISIONDB_TOKEN"),
         allow_roots=args.allow_root, allow_fetch=args.allow_fetch, protect_reads=args.protect_reads,

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import VisionDBError
+
 DATASET_ZIP = "https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip"
 SHARED = Path("..") / "shared" / "datasets" / "clothing"
 
@@ -66,18 +68,83 @@ def run_demo(db_path: str, data: str | None = None, serve: str = "auto", port: i
     say("\n5. PUT function clothing_predictor (sql.expression): clothing_cls_scorer_0(effnet(url))")
     db.functions.put("clothing_predictor", {"type": "sql.expression",
                                             "params": {"expression": "clothing_cls_scorer_0(effnet(url))"}})
-    examples = db.sql("SELECT image.uri, label FROM clothes WHERE split = 'test' ORDER BY hash(_rowName) LIMIT 3").fetchall()
+    examples = pick_examples(db, "clothes", 3)
     say("   SELECT clothing_predictor(?) for three test photos:")
-    for uri, label in examples:
+    for uri, label, _ in examples:
         out = db.sql("SELECT clothing_predictor(?) AS p", [uri]).fetchone()[0]
         score = dict(out["scores"])[out["label"]] if isinstance(out["scores"], list) else out["scores"][out["label"]]
-        say(f"   {Path(uri).name:<44} true {label:<10} predicted {out['label']:<10} p={score:.2f}")
+        say(f"   {photo_name(uri):<44} true {label:<10} predicted {out['label']:<10} p={score:.2f}")
     say(f"\nTest accuracy {results['accuracy']:.3f}; demo pipeline took {time.perf_counter() - started:.0f} s.")
     say(f"Reopen later: visiondb --db {db_path} sql \"SELECT clothing_predictor('<photo path>')\"")
     db.close()
-    if serve != "no":
-        serve_demo(db_path, examples[0][0], port, forever=(serve == "yes" or (serve == "auto" and sys.stdin.isatty())))
-    return 0
+    if serve == "no":
+        return 0
+    uri, _, data = examples[0]
+    return serve_demo(db_path, uri, data, port, forever=(serve == "yes" or (serve == "auto" and sys.stdin.isatty())))
+
+
+def pick_examples(db: Any, dataset: str, n: int) -> list[tuple[str, str, bytes]]:
+    """n test-split photos of `dataset` as (URI, label, bytes); the bytes come from the database's media store,
+    so archive members and URLs are not fetched again."""
+    from .storage.images import ref_from_value
+
+    rows = db.sql(f"SELECT image, label FROM {dataset} WHERE split = 'test' ORDER BY hash(_rowName) LIMIT ?",
+                  [n]).fetchall()
+    examples = []
+    for image, label in rows:
+        data, _ = db.read_ref(ref_from_value(image))
+        examples.append((image["uri"], label, data))
+    return examples
+
+
+def photo_name(uri: str) -> str:
+    """The file name at the end of a path, URL or archive member URI."""
+    return uri.rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+
+
+def local_root(uri: str) -> Path | None:
+    """The dataset folder (<root>/<split>/<label>/<file>) of a local photo, for the server's --allow-root;
+    None for archive members and URLs, which the server does not read from disk."""
+    from .ingest.fetch import parse_uri
+
+    try:
+        parsed = parse_uri(uri)
+    except VisionDBError:
+        return None
+    if parsed.kind != "local" or parsed.path is None:
+        return None
+    parents = parsed.path.resolve().parents
+    return parents[min(2, len(parents) - 1)]
+
+
+def usable_port(port: int) -> int:
+    """`port`, or a free one when it is 0 or another server already listens on it."""
+    import socket
+
+    with socket.socket() as probe:
+        if port and probe.connect_ex(("127.0.0.1", port)) != 0:
+            return port
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
+
+
+def wait_for_server(proc: Any, url: str, timeout_s: float = 120.0) -> bool:
+    """Poll `url`/v1/ping until it answers; False (and a message) when the server process exits or never answers."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            say(f"error: the server exited early with code {proc.returncode}")
+            return False
+        try:
+            httpx.get(f"{url}/v1/ping", timeout=1.0)
+            return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    say(f"error: the server did not answer at {url} within {timeout_s:.0f} s")
+    return False
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -92,46 +159,36 @@ def print_results(results: dict[str, Any]) -> None:
     say(cm.astype(int).to_string())
 
 
-def serve_demo(db_path: str, example_uri: str, port: int, forever: bool) -> None:
-    """Start the REST server on the demo DB, print the URL and a curl line, check it answers."""
+def serve_demo(db_path: str, example_uri: str, example: bytes, port: int, forever: bool) -> int:
+    """Start the REST server on the demo DB, print the URL and a curl line, check it answers with `example`'s class.
+
+    Returns 0, or non-zero when the server exited early or never answered."""
     import subprocess
 
     import httpx
 
-    import socket
-
-    with socket.socket() as probe:  # another server on the port: take a free one instead
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            probe2 = socket.socket()
-            probe2.bind(("127.0.0.1", 0))
-            port = probe2.getsockname()[1]
-            probe2.close()
-    root = str(Path(example_uri).resolve().parents[2])
+    port = usable_port(port)
+    root = local_root(example_uri)
     cmd = [sys.executable, "-m", "visiondb.cli", "--db", db_path, "serve", "--port", str(port),
-           "--allow-root", root, "--allow-fetch", "127.0.0.1", "--warm", "clothing_predictor"]
+           *(["--allow-root", str(root)] if root else []), "--allow-fetch", "127.0.0.1", "--warm", "clothing_predictor"]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                say(f"the server exited with code {proc.returncode}")
-                return
-            try:
-                httpx.get(f"{url}/v1/ping", timeout=1.0)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        if not wait_for_server(proc, url):
+            return proc.returncode or 1
         say(f"\nServing {db_path} at {url}  (API docs: {url}/docs)")
         say("Classify a photo:")
-        say(f"  curl -F file=@{example_uri} {url}/v1/functions/clothing_predictor/application")
+        shown = example_uri if root else "<photo.jpg>"
+        say(f"  curl -F file=@{shown} {url}/v1/functions/clothing_predictor/application")
         reply = httpx.post(f"{url}/v1/functions/clothing_predictor/application",
-                           files={"file": open(example_uri, "rb")}, timeout=60.0)
+                           files={"file": (photo_name(example_uri), example)}, timeout=60.0)
         say(f"  → {reply.status_code} {reply.text[:200]}")
         if forever:
             say("Press Ctrl-C to stop the server.")
             proc.wait()
+        return 0 if reply.status_code == 200 else 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         if proc.poll() is None:
             proc.terminate()

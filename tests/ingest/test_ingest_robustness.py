@@ -117,6 +117,22 @@ def test_compressed_tar_spool_is_capped(tmp_path: Path) -> None:
         assert f.archive_members(str(arc)) == ["cat/a.jpg", "junk.bin"]
 
 
+def test_tar_ending_in_a_small_zip_member_is_read_as_a_tar(tmp_path: Path) -> None:
+    """`zipfile.is_zipfile` accepts such a tar (it finds the member's end record): zips are known by their start."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("x.txt", "hello")
+    arc = tmp_path / "t.tar"
+    with tarfile.open(arc, mode="w") as tf:
+        for name, data in (("cat/a.jpg", JPEG), ("notes.zip", inner.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with Fetcher() as f:
+        assert "cat/a.jpg" in f.archive_members(str(arc))
+        assert f.read(f"archive+{arc}#cat/a.jpg") == JPEG
+
+
 def test_local_reads_refuse_non_regular_files_and_cap_reads(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from visiondb.errors import ConfigError, FetchError
 from visiondb.imaging.decode import decode_rgb
 from visiondb.models.backbones import load_backbone
 from visiondb.models.embedder import Embedder, get_embedder
-from visiondb.models.runtime import OnnxBackend, TorchBackend, make_backend, onnx_path
+from visiondb.models.runtime import STALE_EXPORT_S, OnnxBackend, TorchBackend, make_backend, onnx_path
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def test_onnx_matches_torch_and_is_cached(lite0, photo_batch: np.ndarray, onnx_c
         torch_out = TorchBackend(lite0, layer, device="cpu", threads=2).run(photo_batch)
         onnx_out = onnx.run(photo_batch)
         assert onnx_out.shape == (len(photo_batch), dim) and onnx_out.dtype == np.float32
-        np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4, rtol=0)  # the absolute bound export checks
         mtime = onnx.path.stat().st_mtime_ns
         again = OnnxBackend(lite0, layer, cache_dir=onnx_cache, threads=2)
         assert not again.exported and again.path.stat().st_mtime_ns == mtime
@@ -124,3 +127,35 @@ def test_get_embedder_memoised(onnx_cache: Path) -> None:
     assert a.key == f"efficientnet_lite0:{sha}:pooled:{a.preprocessing.id}"
     with pytest.raises(ConfigError, match="unknown layer"):
         get_embedder("efficientnet_lite0", "conv5")
+
+
+def test_get_embedder_memo_keeps_thread_layouts_apart(onnx_cache: Path) -> None:
+    one = get_embedder("efficientnet_lite0", "pooled", "onnx", cache_dir=onnx_cache, threads=1)
+    two = get_embedder("efficientnet_lite0", "pooled", "onnx", cache_dir=onnx_cache, threads=2)
+    assert one is not two and one.backend.intra_op_threads == 1 and two.backend.intra_op_threads == 2
+    assert get_embedder("efficientnet_lite0", "pooled", "onnx", cache_dir=onnx_cache, threads=2) is two
+
+
+def test_corrupt_cached_onnx_is_reexported(lite0, photo_batch: np.ndarray, tmp_path: Path) -> None:
+    path = onnx_path(lite0, "pooled", tmp_path)
+    path.write_bytes(b"half-written export")
+    with pytest.warns(RuntimeWarning, match="re-exporting unreadable cached ONNX file"):
+        backend = OnnxBackend(lite0, "pooled", cache_dir=tmp_path)
+    assert backend.exported and path.stat().st_size > 1_000_000
+    assert backend.run(photo_batch[:2]).shape == (2, 1280)
+
+
+def test_export_publishes_readable_file_and_drops_stale_temps(lite0, tmp_path: Path) -> None:
+    stem = onnx_path(lite0, "logits", tmp_path).stem
+    stale, fresh, other = tmp_path / f"{stem}.old1.tmp", tmp_path / f"{stem}.live2.tmp", tmp_path / "notes.tmp"
+    for leftover in (stale, fresh, other):
+        leftover.write_bytes(b"partial")
+    hours_ago = time.time() - STALE_EXPORT_S - 60
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    backend = OnnxBackend(lite0, "logits", cache_dir=tmp_path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(backend.path.stat().st_mode) == 0o644 & ~umask
+    assert not stale.exists() and fresh.exists() and other.exists()  # a running export's temp and foreign files stay
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [backend.path.name]

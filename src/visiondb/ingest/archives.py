@@ -108,14 +108,23 @@ def _label(src: str | IO[bytes]) -> str:
     return src if isinstance(src, str) else str(getattr(src, "name", "<file object>"))
 
 
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+"""How a zip file starts (first local header, or the end record of an empty zip). `zipfile.is_zipfile` also
+accepts a tar whose last member is a small zip (a .pth, a .docx): it finds that member's end record near the end."""
+
+
 def _is_zip(src: str | IO[bytes]) -> bool:
+    """A zip by its leading signature (see ZIP_SIGNATURES)."""
     try:
-        ok = zipfile.is_zipfile(src)
+        if isinstance(src, str):
+            with open(src, "rb") as fh:
+                head = fh.read(4)
+        else:
+            head = src.read(4)
+            src.seek(0)
     except OSError:
         return False
-    if not isinstance(src, str):
-        src.seek(0)
-    return ok
+    return head.startswith(ZIP_SIGNATURES)
 
 
 def _read_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -163,7 +172,7 @@ class ArchiveReader:
             raise FetchError(f"cannot read archive {self.uri}: {exc}", uri=self.uri) from exc
 
     def _open(self, spool_dir: str | None) -> None:
-        if zipfile.is_zipfile(self.path):
+        if _is_zip(str(self.path)):
             self._zip = zipfile.ZipFile(self.path)
             for info in self._zip.infolist():
                 if not info.is_dir() and member_wanted(info.filename):

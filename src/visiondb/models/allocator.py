@@ -1,6 +1,7 @@
 """glibc malloc tuning for batched inference: large mmap/trim thresholds stop per-batch page-fault storms.
 
-GLIBC_TUNABLES is read only at process start, so `ensure_tuned_malloc` re-executes the process once.
+GLIBC_TUNABLES is read only at process start, so `ensure_tuned_malloc` re-executes the process once (a marker
+variable holding the process id stops a second re-exec where the environment strips GLIBC_TUNABLES).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ TUNABLES = {
     "glibc.malloc.trim_threshold": str(TRIM_THRESHOLD),
 }
 OPT_OUT_ENV = "VISIONDB_NO_MALLOC_TUNING"
+REEXEC_ENV = "VISIONDB_MALLOC_REEXEC"
+"""Set to the process id just before the re-exec (execv keeps the pid; child processes have their own)."""
 
 
 def _parse(value: str) -> dict[str, str]:
@@ -43,6 +46,8 @@ def ensure_tuned_malloc(argv: list[str] | None = None) -> None:
     """
     if os.environ.get(OPT_OUT_ENV) or malloc_is_tuned() or not sys.platform.startswith("linux"):
         return
+    if os.environ.get(REEXEC_ENV) == str(os.getpid()):
+        return  # this process is the re-exec and GLIBC_TUNABLES did not survive it: never loop
     os.environ["GLIBC_TUNABLES"] = tuned_env_value(os.environ.get("GLIBC_TUNABLES"))
     if argv is None or list(argv) == sys.argv:
         # The interpreter's own command line keeps `-m module` / `-c code` intact.
@@ -51,6 +56,7 @@ def ensure_tuned_malloc(argv: list[str] | None = None) -> None:
         command = [sys.executable, *argv]
     if len(command) < 2 or (sys.argv and sys.argv[0] == ""):
         return  # interactive interpreter: nothing to re-exec; child processes inherit the setting
+    os.environ[REEXEC_ENV] = str(os.getpid())
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)

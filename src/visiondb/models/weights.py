@@ -8,11 +8,12 @@ import io
 import tarfile
 import zipfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import httpx
 
 from visiondb.errors import FetchError
+from visiondb.ingest.archives import ZIP_SIGNATURES
+from visiondb.ingest.fetch import parse_uri
 
 HTTP_TIMEOUT_S = 30.0
 ARCHIVE_PREFIX = "archive+"
@@ -50,15 +51,16 @@ def _read_http(uri: str) -> bytes:
 
 
 def _archive_member(archive: bytes, member: str, uri: str) -> bytes:
-    """Extract one member from zip or tar (any compression) bytes."""
+    """Extract one member from zip or tar (any compression) bytes; a zip is known by its leading signature."""
     buffer = io.BytesIO(archive)
-    if zipfile.is_zipfile(buffer):
-        with zipfile.ZipFile(buffer) as zf:
-            try:
+    if archive.startswith(ZIP_SIGNATURES):
+        try:
+            with zipfile.ZipFile(buffer) as zf:
                 return zf.read(member)
-            except KeyError as exc:
-                raise FetchError(f"archive member not found: {member!r} in {uri}", uri=uri, status=404) from exc
-    buffer.seek(0)
+        except KeyError as exc:
+            raise FetchError(f"archive member not found: {member!r} in {uri}", uri=uri, status=404) from exc
+        except zipfile.BadZipFile as exc:
+            raise FetchError(f"corrupt zip archive {uri}: {exc}", uri=uri) from exc
     try:
         with tarfile.open(fileobj=buffer, mode="r:*") as tf:
             try:
@@ -73,17 +75,13 @@ def _archive_member(archive: bytes, member: str, uri: str) -> bytes:
 
 
 def default_opener(uri: str) -> bytes:
-    """Read the bytes named by `uri`: a path, file://, http(s):// or archive+<uri>#<member>."""
-    if uri.startswith(ARCHIVE_PREFIX):
-        inner, sep, member = uri[len(ARCHIVE_PREFIX):].rpartition("#")
-        if not sep or not inner or not member:
-            raise FetchError(f"archive URI needs 'archive+<source>#<member>': {uri}", uri=uri)
-        return _archive_member(default_opener(inner), member, uri)
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
+    """Read the bytes named by `uri`: a path, file://, http(s):// or archive+<uri>#<member>, split as the ingest
+    layer does (`ingest.fetch.parse_uri`: at the first `#` after an archive suffix)."""
+    parsed = parse_uri(uri)
+    if parsed.kind == "archive":
+        assert parsed.inner is not None and parsed.member is not None
+        return _archive_member(default_opener(parsed.inner), parsed.member, uri)
+    if parsed.kind == "http":
         return _read_http(uri)
-    if parsed.scheme == "file":
-        return _read_local(Path(unquote(parsed.path)), uri)
-    if parsed.scheme and len(parsed.scheme) > 1:
-        raise FetchError(f"unsupported URI scheme {parsed.scheme!r}: {uri}", uri=uri)
-    return _read_local(Path(uri).expanduser(), uri)
+    assert parsed.path is not None
+    return _read_local(parsed.path, uri)
