@@ -81,14 +81,18 @@ def _load(src: str | IO[bytes], member: str, read: Callable[[], bytes]) -> bytes
         raise FetchError(f"cannot read archive member {member!r} of {_label(src)}: {exc}", uri=where) from exc
 
 
-def _is_zstd(src: str | IO[bytes]) -> bool:
+def _head(src: str | IO[bytes]) -> bytes:
+    """The first 4 bytes of a file (a file object is rewound), for magic-number checks."""
     if isinstance(src, str):
         with open(src, "rb") as f:
-            head = f.read(4)
-    else:
-        head = src.read(4)
-        src.seek(0)
-    return compression_of("", head) == "zst"
+            return f.read(4)
+    head = src.read(4)
+    src.seek(0)
+    return head
+
+
+def _is_zstd(src: str | IO[bytes]) -> bool:
+    return compression_of("", _head(src)) == "zst"
 
 
 def _iter_zstd_tar(src: str | IO[bytes]) -> Iterator[tuple[str, Callable[[], bytes]]]:
@@ -116,15 +120,9 @@ accepts a tar whose last member is a small zip (a .pth, a .docx): it finds that 
 def _is_zip(src: str | IO[bytes]) -> bool:
     """A zip by its leading signature (see ZIP_SIGNATURES)."""
     try:
-        if isinstance(src, str):
-            with open(src, "rb") as fh:
-                head = fh.read(4)
-        else:
-            head = src.read(4)
-            src.seek(0)
+        return _head(src).startswith(ZIP_SIGNATURES)
     except OSError:
         return False
-    return head.startswith(ZIP_SIGNATURES)
 
 
 def _read_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
