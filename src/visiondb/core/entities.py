@@ -256,8 +256,8 @@ class DatasetCollection(Collection):
     def register_output(self, id: str, type_name: str = "tabular", params: dict | None = None) -> None:
         """Record a table written by a procedure as a dataset entity (idempotent)."""
         self.check_id(id)
-        self.check_case_conflict(id)
-        if not self.exists(id):
+        if not self.exists(id):  # an existing id passed this check when it was first registered
+            self.check_case_conflict(id)
             self.db.catalog.put_entity(self.kind, id, type_name, params or {})
         self._instances.pop(id, None)
 

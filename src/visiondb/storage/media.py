@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -18,7 +19,7 @@ INLINE_MAX_BYTES = 16 * 1024
 TRANSIENT_MAX_ITEMS = 512
 TRANSIENT_MAX_BYTES = 512 * 1024 * 1024
 """Uploads held for serving are evicted oldest first past either bound (so a burst of big uploads can't pin GBs)."""
-_HEX = frozenset("0123456789abcdef")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -27,7 +28,7 @@ def sha256_hex(data: bytes) -> str:
 
 def is_sha256(text: object) -> bool:
     """True for a lower-case hex sha256 digest: the only names the store has (anything else could be a path)."""
-    return isinstance(text, str) and len(text) == 64 and _HEX.issuperset(text)
+    return isinstance(text, str) and _SHA256.fullmatch(text) is not None
 
 
 def check_sha256(text: object, what: str = "content hash") -> str:
