@@ -176,8 +176,19 @@ def emit(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def writes(sql: str) -> bool:
+    """Whether `sql` holds a statement other than a read (it may then start a new database file)."""
+    import duckdb
+
+    try:
+        statements = duckdb.connect().extract_statements(sql)
+    except duckdb.Error:
+        return False  # the database reports the syntax error
+    return any(s.type.name not in ("SELECT", "EXPLAIN") for s in statements)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    result = open_db(args).sql(args.query)
+    result = open_db(args, create=writes(args.query)).sql(args.query)
     if not result.columns:
         return 0
     df = result.df()

@@ -57,6 +57,14 @@ def test_read_only_commands_refuse_a_missing_database(tmp_path, capsys, args):
     assert not db.exists() and not (tmp_path / "typo.duckdb.media").exists()
 
 
+def test_sql_that_writes_creates_the_database(tmp_path, capsys):
+    db = tmp_path / "fresh.duckdb"
+    assert main(["--db", str(db), "sql", "SELECT 1"]) == 2 and not db.exists()  # a read of a typo is refused
+    assert main(["--db", str(db), "sql", "CREATE TABLE t AS SELECT 42 AS v"]) == 0 and db.exists()
+    assert main(["--db", str(db), "sql", "SELECT v FROM t", "--format", "csv"]) == 0
+    assert "42" in capsys.readouterr().out
+
+
 def test_put_creates_the_database(tmp_path, capsys):
     db = tmp_path / "new.duckdb"
     assert main(["--db", str(db), "put", "function", "w", CONFIG]) == 0

@@ -22,6 +22,12 @@ def rows(db, query: str) -> list[tuple]:
     return sorted(db.sql(query).fetchall(), key=repr)
 
 
+def test_an_output_named_like_a_cte_of_the_query_is_not_refused(db):
+    make_source(db)
+    transform(db, "cte", "WITH res AS (SELECT x FROM src) SELECT * FROM res", "res", 4)
+    assert db.sql("SELECT count(*), sum(x) FROM res").fetchone() == (10, 45)
+
+
 @pytest.mark.parametrize("out", ["src", "SRC", "Src"])
 def test_an_output_the_query_reads_is_refused(db, out):
     make_source(db)

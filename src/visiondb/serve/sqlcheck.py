@@ -22,7 +22,8 @@ SAFE_TABLE_FUNCTIONS = frozenset({
     "duckdb_functions", "duckdb_indexes", "duckdb_keywords", "duckdb_memory", "duckdb_optimizers",
     "duckdb_schemas", "duckdb_sequences", "duckdb_settings", "duckdb_tables", "duckdb_types", "duckdb_views",
     "pragma_collations", "pragma_database_size", "pragma_platform", "pragma_show", "pragma_table_info",
-    "pragma_user_agent", "pragma_version", "icu_calendar_names", "pg_timezone_names",
+    "pragma_user_agent", "pragma_version", "icu_calendar_names", "pg_timezone_names", "duckdb_variables",
+    "duckdb_temporary_files", "duckdb_prepared_statements",
 })
 # scalar functions DuckDB marks as having side effects that only read state or draw random numbers
 HARMLESS_SIDE_EFFECTS = frozenset({
@@ -31,6 +32,7 @@ HARMLESS_SIDE_EFFECTS = frozenset({
 })
 ALWAYS_REFUSED = frozenset({"nextval", "setval", "setseed", "sleep_ms", "write_log"})
 SYSTEM_SCHEMAS = (("temp", "main"), ("system", "main"), ("system", "pg_catalog"))
+VIRTUAL_SCHEMAS = ("information_schema", "pg_catalog")
 FILE_CHARS = "/\\.:"
 
 _side_effects: frozenset[str] | None = None
@@ -65,6 +67,7 @@ class _Catalog:
     objects: set[tuple[str, str, str]]
     search: tuple[tuple[str, str], ...]
     databases: tuple[str, ...]
+    schemas: set[tuple[str, str]]  # (database, schema) of every schema, attached databases included
 
     @classmethod
     def load(cls, db: Any) -> "_Catalog":
@@ -74,11 +77,21 @@ class _Catalog:
             " UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()"
         ).fetchall())
         database, schema = cur.execute("SELECT lower(current_database()), lower(current_schema())").fetchall()[0]
-        return cls(objects, ((database, schema), *SYSTEM_SCHEMAS), (database, "temp", "system"))
+        schemas = set(cur.execute("SELECT lower(database_name), lower(schema_name) FROM duckdb_schemas()").fetchall())
+        return cls(objects, ((database, schema), *SYSTEM_SCHEMAS), (database, "temp", "system"), schemas)
+
+    def known_place(self, catalog: str, schema: str) -> bool:
+        """Whether a qualifier names a database or schema of this catalog (`db.`, `schema.`, `db.schema.`)."""
+        c, s = catalog.lower(), schema.lower()
+        if c:
+            return any(d == c and (not s or sch == s) for d, sch in self.schemas)
+        return any(s in (d, sch) for d, sch in self.schemas)
 
     def resolves(self, catalog: str, schema: str, name: str) -> bool:
         """True when DuckDB finds (catalog.)(schema.)name in the catalog (so no replacement scan can happen)."""
         c, s, n = catalog.lower(), schema.lower(), name.lower()
+        if s in VIRTUAL_SCHEMAS and (not c or any(d == c for d, _ in self.schemas)):
+            return True  # DuckDB serves these views for every database; they are never files
         if c:
             return (c, s or "main", n) in self.objects
         if s:
@@ -148,8 +161,10 @@ class _Walker:
             self._catalog = _Catalog.load(self.db)
         if self._catalog.resolves(catalog, schema, name):
             return
-        joined = ".".join(p for p in (catalog, schema, name) if p)
-        if catalog or schema or any(ch in joined for ch in FILE_CHARS):
+        parts = [p for p in (catalog, schema, name) if p]
+        joined = ".".join(parts)
+        file_like = any(ch in part for part in parts for ch in FILE_CHARS)
+        if file_like or ((catalog or schema) and not self._catalog.known_place(catalog, schema)):
             raise ForbiddenError(
                 f"{joined!r} is not a table or view of this database and names a file; reading files directly"
                 " is not allowed in /v1/query without the server token", table=joined, query=self.sql,

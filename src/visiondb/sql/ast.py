@@ -36,7 +36,10 @@ def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     tree = json.loads(row[0])
     if tree.get("error"):
         raise QueryError(f"SQL error in inputData: {tree.get('error_message', 'cannot parse')}", field="inputData")
-    tables = [t["table_name"] for t in _base_tables(tree)]
+    # an unqualified reference to a CTE name reads the CTE, not a table
+    cte_names = {str(e.get("key", "")).lower() for n in _walk(tree) for e in (n.get("cte_map") or {}).get("map", [])}
+    tables = [t["table_name"] for t in _base_tables(tree)
+              if t.get("schema_name") or t.get("catalog_name") or t["table_name"].lower() not in cte_names]
     statements = tree.get("statements", [])
     if len(statements) != 1 or statements[0]["node"]["type"] != "SELECT_NODE":
         return SelectShape(None, None, "altered", True, tree, tables)
