@@ -177,14 +177,17 @@ def emit(value: Any) -> None:
 
 
 def writes(sql: str) -> bool:
-    """Whether `sql` holds a statement other than a read (it may then start a new database file)."""
+    """Whether `sql` is more than one read statement (the server's rule for its token; it may then start a new
+    database file)."""
     import duckdb
 
+    from .errors import QueryError
+    from .sql.statements import is_read_only
+
     try:
-        statements = duckdb.connect().extract_statements(sql)
-    except duckdb.Error:
+        return not is_read_only(duckdb.connect(), sql)
+    except QueryError:
         return False  # the database reports the syntax error
-    return any(s.type.name not in ("SELECT", "EXPLAIN") for s in statements)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

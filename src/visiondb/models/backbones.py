@@ -12,11 +12,12 @@ from torch import nn
 
 from visiondb.errors import ConfigError, NotFoundError
 from visiondb.imaging.preprocess import EFFICIENTNET, IMAGENET_224, Preprocessing
+from visiondb.ingest.archives import ZIP_SIGNATURES
 from visiondb.models.weights import default_opener, is_weights_source
 
 LAYERS = ("pooled", "logits")
 Opener = Callable[[str], bytes]
-TORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")
+TORCH_SIGNATURES = (*ZIP_SIGNATURES[:1], b"\x80")
 """How torch checkpoints start: the zip format of torch.save, or the legacy pickle (protocol 2+)."""
 SHOWN_KEYS = 3
 

@@ -8,25 +8,17 @@ fetcher, which enforces the allowed roots.
 from __future__ import annotations
 
 import hmac
-import re
 from typing import Any
 
-import duckdb
 from fastapi import Request
 
-from ..errors import AuthError, QueryError
+from ..errors import AuthError
 from ..ingest.policy import FetchPolicy
+from ..sql.statements import EXPLAIN_PREFIX, READ_STATEMENTS, is_read_only
 from .errors import ForbiddenError
 from .settings import ServerSettings
 from .sqlcheck import check_read_tree
 
-READ_STATEMENTS = {"SELECT", "EXPLAIN"}
-SHOW_PRAGMAS = re.compile(
-    r"^\s*PRAGMA\s+(show_tables|show_tables_expanded|table_info|show|database_size|database_list|version"
-    r"|storage_info|functions|collations|platform|user_agent|metadata_info)\b",
-    re.IGNORECASE,
-)
-EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -69,24 +61,6 @@ def require_read(request: Request) -> None:
     settings: ServerSettings = request.app.state.settings
     if settings.protect_reads:
         require_token(request, settings, f"{request.method} {request.url.path}")
-
-
-def is_read_only(db: Any, sql: str) -> bool:
-    """Decide with DuckDB's own parser whether `sql` is a single read statement."""
-    try:
-        statements = db.cursor().extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {exc}", query=sql) from None
-    if len(statements) != 1:
-        return False
-    stmt = statements[0]
-    kind = stmt.type.name
-    if kind == "SELECT":
-        return True
-    if kind == "EXPLAIN":  # EXPLAIN ANALYZE executes its statement: judge the inner one
-        inner = EXPLAIN_PREFIX.sub("", stmt.query or "", count=1)
-        return inner != (stmt.query or "") and is_read_only(db, inner)
-    return kind == "PRAGMA" and bool(SHOW_PRAGMAS.match(stmt.query or ""))
 
 
 def check_no_file_access(db: Any, sql: str) -> None:

@@ -1,0 +1,36 @@
+"""Statement kinds by DuckDB's own parser: which SQL only reads (the server's token rule, the CLI's file rule)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import duckdb
+
+from ..errors import QueryError
+
+READ_STATEMENTS = {"SELECT", "EXPLAIN"}
+SHOW_PRAGMAS = re.compile(
+    r"^\s*PRAGMA\s+(show_tables|show_tables_expanded|table_info|show|database_size|database_list|version"
+    r"|storage_info|functions|collations|platform|user_agent|metadata_info)\b",
+    re.IGNORECASE,
+)
+EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
+
+
+def is_read_only(db: Any, sql: str) -> bool:
+    """Decide with DuckDB's own parser whether `sql` is a single read statement (`db`: anything with `cursor()`,
+    a VisionDB or a plain DuckDB connection); QueryError when it does not parse."""
+    try:
+        statements = db.cursor().extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {exc}", query=sql) from None
+    if len(statements) != 1:
+        return False
+    stmt = statements[0]
+    kind = stmt.type.name
+    if kind == "SELECT":
+        return True
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE executes its statement: judge the inner one
+        inner = EXPLAIN_PREFIX.sub("", stmt.query or "", count=1)
+        return inner != (stmt.query or "") and is_read_only(db, inner)
+    return kind == "PRAGMA" and bool(SHOW_PRAGMAS.match(stmt.query or ""))
