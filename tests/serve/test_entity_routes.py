@@ -88,3 +88,22 @@ def test_oversize_chunked_body_is_413(client: TestClient, method: str, path: str
     small = client.put("/v1/functions/ok", headers={**AUTH, "content-type": "application/json"},
                        content=_chunks(json.dumps({"type": "sql.expression", "params": {"expression": "x"}}).encode()))
     assert small.status_code == 201, small.text  # a chunked body under the limit still works
+
+
+def test_connection_passwords_never_leave_over_rest(client: TestClient) -> None:
+    """A config keeps its connection URL as given (runs need it); REST shows it masked, in the entity, in run
+    records and in a failed run's error body."""
+    secret = "hunter2-do-not-show"
+    url = f"mysql+pymysql://root:{secret}@127.0.0.1:3306/test"
+    config = {"type": "import.sql", "params": {
+        "connection": url, "query": "SELECT 1 AS x", "outputDataset": "t", "runOnCreation": False}}
+    put = client.put("/v1/procedures/p", headers=AUTH, json=config)
+    assert put.status_code == 201 and secret not in put.text, put.text
+    got = client.get("/v1/procedures/p")
+    assert got.status_code == 200 and secret not in got.text
+    assert got.json()["config"]["params"]["connection"] == "mysql+pymysql://root:***@127.0.0.1:3306/test"
+    run = client.post("/v1/procedures/p/runs", headers=AUTH, json={})
+    assert run.status_code == 400 and secret not in run.text  # refused or denied: the body must not tell
+    runs = client.get("/v1/procedures/p/runs")
+    assert runs.status_code == 200 and runs.json() and secret not in runs.text
+    assert client.db.catalog.get_entity("procedure", "p")[1]["connection"] == url  # stored as given

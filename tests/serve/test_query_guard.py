@@ -136,3 +136,18 @@ def test_lone_surrogates_are_echoed_as_valid_json(client: TestClient) -> None:
     assert resp.status_code == 400, resp.text
     body = resp.json()  # parses: the surrogate is escaped, not emitted as invalid UTF-8
     assert body["httpCode"] == 400 and "\ud800" in body["error"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT params FROM vdb.entities",
+    "SELECT * FROM guard.vdb.runs",
+    'SELECT * FROM "VDB"."Entities"',
+    "WITH x AS (SELECT * FROM vdb.entities) SELECT * FROM x",
+    "DESCRIBE vdb.entities",
+])
+def test_catalog_records_with_configs_need_the_token(client: TestClient, sql: str) -> None:
+    """Entity configs and run records may hold connection passwords: anonymous SQL may not read them."""
+    resp = query(client, sql)
+    assert resp.status_code == 403 and "token" in resp.json()["error"], resp.text
+    assert query(client, sql, auth=True).status_code == 200
+    assert query(client, "SELECT count(*) AS n FROM vdb.embeddings").status_code == 200  # no configs there

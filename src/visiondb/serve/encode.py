@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -55,6 +56,26 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
         except UnicodeEncodeError:  # a lone UTF-16 surrogate (e.g. an echoed "\ud800"): escape it as \uXXXX
             return json.dumps(safe, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^/?#\s]+@")
+
+
+def redact_credentials(value: Any) -> Any:
+    """`value` with the password of every `scheme://user:password@host` URL inside it replaced by ***: entity
+    configs and run records keep connection URLs as given, and REST must not hand their passwords out."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+    if isinstance(value, dict):
+        return {k: redact_credentials(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_credentials(v) for v in value]
+    return value
+
+
+def respond_record(record: Any, status_code: int = 200) -> SafeJSONResponse:
+    """A JSON response for entity and run records, credentials in URLs masked (`redact_credentials`)."""
+    return respond(redact_credentials(record), status_code)
 
 
 def respond(content: Any, status_code: int = 200) -> SafeJSONResponse:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AuthError, VisionDBError
-from .encode import SafeJSONResponse
+from .encode import SafeJSONResponse, redact_credentials
 
 log = logging.getLogger("visiondb.serve")
 
@@ -33,8 +33,9 @@ class ApplyTimeoutError(VisionDBError):
 
 
 def error_response(message: str, code: int, details: dict | None = None) -> SafeJSONResponse:
-    """The one error body shape used by every route."""
-    return SafeJSONResponse({"error": message, "httpCode": code, "details": details or {}}, status_code=code)
+    """The one error body shape used by every route (URL passwords masked: a failed run's details hold its record)."""
+    body = {"error": message, "httpCode": code, "details": details or {}}
+    return SafeJSONResponse(redact_credentials(body), status_code=code)
 
 
 def visiondb_error_code(exc: VisionDBError) -> int:

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from .encode import respond
+from .encode import respond, respond_record
 from .models import ERROR_RESPONSES, EntityConfigIn, EntityRecord
 from .security import require_read, require_write
 
@@ -29,16 +29,16 @@ def _add_kind(router: APIRouter, kind: str) -> None:
         config = body.model_dump(exclude_none=True)
         config.pop("id", None)
         _forget_batcher(request, kind, id)
-        return respond(collection(request, kind).put(id, config), 201)
+        return respond_record(collection(request, kind).put(id, config), 201)
 
     def post_entity(request: Request, body: EntityConfigIn) -> Response:
-        return respond(collection(request, kind).post(body.model_dump(exclude_none=True)), 201)
+        return respond_record(collection(request, kind).post(body.model_dump(exclude_none=True)), 201)
 
     def list_entities(request: Request) -> Response:
         return respond(collection(request, kind).list())
 
     def get_entity(request: Request, id: str) -> Response:
-        return respond(collection(request, kind).get(id))
+        return respond_record(collection(request, kind).get(id))
 
     def delete_entity(request: Request, id: str) -> Response:
         collection(request, kind).delete(id)

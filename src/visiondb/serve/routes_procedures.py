@@ -6,7 +6,7 @@ import threading
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from .encode import respond
+from .encode import respond_record
 from .models import ERROR_RESPONSES, RunRecord, RunRequest, parse_body
 from .security import require_read, require_write
 
@@ -32,12 +32,12 @@ async def start_run(request: Request, id: str, run_async: bool | None = Query(No
 
     if not background:
         record = await run_in_threadpool(db.procedures.run, id, body.params or None)
-        return respond(record, 201)
+        return respond_record(record, 201)
     record, ctx = await run_in_threadpool(db.procedures.start, id, body.params or None)
     snapshot = dict(record)
     thread = threading.Thread(target=_execute, args=(db, ctx), name=f"visiondb-run-{id}", daemon=True)
     thread.start()
-    return respond(snapshot, 201)
+    return respond_record(snapshot, 201)
 
 
 def _execute(db, ctx) -> None:  # noqa: ANN001 - background thread body
@@ -50,10 +50,10 @@ def _execute(db, ctx) -> None:  # noqa: ANN001 - background thread body
 @router.get("/procedures/{id}/runs", response_model=list[RunRecord], dependencies=[Depends(require_read)],
             summary="List a procedure's runs")
 def list_runs(request: Request, id: str) -> Response:
-    return respond(request.app.state.db.procedures.runs(id))
+    return respond_record(request.app.state.db.procedures.runs(id))
 
 
 @router.get("/procedures/{id}/runs/{run_id}", response_model=RunRecord, dependencies=[Depends(require_read)],
             summary="State, progress, timings, errors and results of one run")
 def get_run(request: Request, id: str, run_id: str) -> Response:
-    return respond(request.app.state.db.procedures.get_run(id, run_id))
+    return respond_record(request.app.state.db.procedures.get_run(id, run_id))

@@ -4,7 +4,9 @@ DuckDB reads a file for any table reference it cannot find in the catalog (a rep
 `FROM leak.csv`, `FROM "/dir/leak"."csv"`), and table functions may read files, run nested SQL or write
 (`read_text`, `query`, `json_execute_serialized_sql`, `checkpoint`). So every base-table reference must name a
 table or view of the catalog or a CTE in scope, every table function must be on an allowlist (or be one of
-visiondb's own functions), and scalar functions with side effects (`nextval`, `setseed`) are refused.
+visiondb's own functions), and scalar functions with side effects (`nextval`, `setseed`) are refused. The
+catalog's records of entity configs and runs (`vdb.entities`, `vdb.runs`) are refused too: configs may hold
+credentials (an `import.sql` connection URL with its password), which REST shows masked but SQL cannot.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ ALWAYS_REFUSED = frozenset({"nextval", "setval", "setseed", "sleep_ms", "write_l
 SYSTEM_SCHEMAS = (("temp", "main"), ("system", "main"), ("system", "pg_catalog"))
 VIRTUAL_SCHEMAS = ("information_schema", "pg_catalog")
 FILE_CHARS = "/\\.:"
+PRIVATE_TABLES = frozenset({("vdb", "entities"), ("vdb", "runs")})
+"""(schema, table) of catalog records holding configs as stored: read them with the token, or through REST."""
 
 _side_effects: frozenset[str] | None = None
 _side_effects_lock = threading.Lock()
@@ -160,6 +164,12 @@ class _Walker:
         if self._catalog is None:
             self._catalog = _Catalog.load(self.db)
         if self._catalog.resolves(catalog, schema, name):
+            if (schema.lower(), name.lower()) in PRIVATE_TABLES:
+                raise ForbiddenError(
+                    f"{schema}.{name} holds entity configs as stored (credentials included) and is not readable in"
+                    f" /v1/query without the server token; GET /v1/{{kind}}/{{id}} shows configs with passwords"
+                    " masked", table=f"{schema}.{name}", query=self.sql,
+                )
             return
         parts = [p for p in (catalog, schema, name) if p]
         joined = ".".join(parts)
