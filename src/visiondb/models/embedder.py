@@ -55,7 +55,8 @@ def tapered_batches(items: Iterable[T], batch_size: int, workers: int) -> Iterat
 
 @dataclass
 class Embedder:
-    """A warm model producing `dim`-wide vectors; `key` identifies (model, weights, layer, preprocessing) for caches."""
+    """A warm model producing `dim`-wide vectors; `key` identifies (model, weights, layer, preprocessing, precision)
+    for caches."""
 
     backbone: Backbone
     layer: str
@@ -71,8 +72,11 @@ class Embedder:
 
     @property
     def key(self) -> str:
-        """Embedding-cache key component: model name, weights hash prefix, layer, preprocessing id."""
-        return f"{self.backbone.name}:{self.backbone.weights_sha256[:16]}:{self.layer}:{self.preprocessing.id}"
+        """Embedding-cache key component: model name, weights hash prefix, layer, preprocessing id, then
+        `:<precision>` for a reduced-precision runtime (bf16 on CUDA); fp32 keys carry no suffix."""
+        key = f"{self.backbone.name}:{self.backbone.weights_sha256[:16]}:{self.layer}:{self.preprocessing.id}"
+        precision = self.backend.precision
+        return key if precision == "fp32" else f"{key}:{precision}"
 
     @property
     def dim(self) -> int:

@@ -50,6 +50,19 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "visiondb") / "onnx"
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype TorchBackend's forward autocasts to on `device`: bfloat16 on CUDA, None (plain float32) elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+_PRECISIONS = {None: "fp32", torch.bfloat16: "bf16"}
+
+
+def torch_precision(device: torch.device) -> str:
+    """Numeric precision of TorchBackend's vectors on `device`: 'bf16' on CUDA (autocast), else 'fp32'."""
+    return _PRECISIONS[autocast_dtype(device)]
+
+
 class InferenceBackend(ABC):
     """Runs one backbone layer: float32 NCHW batch in, float32 [n, dim] out.
 
@@ -59,6 +72,11 @@ class InferenceBackend(ABC):
     name: str
     dim: int
     concurrency: int = 1
+
+    @property
+    @abstractmethod
+    def precision(self) -> str:
+        """Numeric precision of the forward ('fp32', 'bf16'): vectors of different precisions differ (~1e-2)."""
 
     def run_part(self, batch: np.ndarray) -> np.ndarray:
         """Forward a batch on the calling thread only (the pipeline's inference workers call this)."""
@@ -80,17 +98,21 @@ class TorchBackend(InferenceBackend):
             torch.set_num_threads(threads or available_cores())
         self.module = backbone.layer_module(layer).to(self.device, memory_format=torch.channels_last).eval()
 
+    @property
+    def precision(self) -> str:
+        """'bf16' on CUDA, 'fp32' on CPU: from `autocast_dtype`, as the forward is."""
+        return torch_precision(self.device)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Forward under inference_mode; bf16 autocast on CUDA, float32 on CPU."""
+        """Forward under inference_mode, autocast to `autocast_dtype(device)` where it has one (bf16 on CUDA)."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        dtype = autocast_dtype(self.device)
         with torch.inference_mode():
             if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self.module(x)
-                return out.float().cpu().numpy()
-            out = self.module(x.contiguous(memory_format=torch.channels_last))
-            return out.float().numpy()
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out = self.module(x.contiguous(memory_format=torch.channels_last))
+            return out.float().cpu().numpy()
 
 
 def onnx_path(backbone: Backbone, layer: str, cache_dir: Path) -> Path:
@@ -194,6 +216,11 @@ class OnnxBackend(InferenceBackend):
         self._input = self.session.get_inputs()[0].name
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    @property
+    def precision(self) -> str:
+        """Always 'fp32': the exported graph runs in float32 on CPU."""
+        return "fp32"
 
     def _session_options(self) -> ort.SessionOptions:
         """Session settings: `intra_op_threads` threads, sequential, no spinning, memory arena on."""
