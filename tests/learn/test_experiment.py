@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from visiondb.errors import ConfigError, TrainingError
+from visiondb.learn.algorithms import ALGORITHMS, Algorithm
+from visiondb.learn.algorithms.networks import MLPClassifier, MLPParams
+from visiondb.learn.algorithms.torch_base import module_device
 from visiondb.learn.experiment import run_experiment
 from visiondb.learn.splits import make_folds
 
@@ -79,3 +82,68 @@ def test_bad_inputs(case, error, needle) -> None:
         X = np.array([b"x", b"y", b"", b"z"] * 3, dtype=object)
     with pytest.raises(error, match=needle):
         run_experiment(X, y, algorithm=algorithm, params=params, folds=None, seed=0)
+
+
+class CallLoggingMLP(MLPClassifier):
+    """The real `mlp`, logging its predictions and device releases in order (one log per instance)."""
+
+    made: list["CallLoggingMLP"] = []
+
+    def __init__(self, params: dict | None = None, seed: int = 0, class_weight: str | None = None,
+                 on_epoch=None, progress_bar: bool = False) -> None:
+        super().__init__(params, seed=seed, class_weight=class_weight, on_epoch=on_epoch, progress_bar=progress_bar)
+        self.calls: list[str] = []
+        CallLoggingMLP.made.append(self)
+
+    def predict_proba(self, X):
+        self.calls.append("predict_proba")
+        return super().predict_proba(X)
+
+    def release_device(self) -> None:
+        self.calls.append("release_device")
+        super().release_device()
+
+
+@pytest.fixture
+def logging_mlp(monkeypatch) -> type[CallLoggingMLP]:
+    """`logging_mlp` registered for this test only; `CallLoggingMLP.made` lists the instances it built."""
+    def build(p: MLPParams, seed: int, class_weight: str | None) -> CallLoggingMLP:
+        return CallLoggingMLP(p.model_dump(mode="json"), seed=seed, class_weight=class_weight)
+
+    monkeypatch.setitem(ALGORITHMS, "logging_mlp", Algorithm("logging_mlp", MLPParams, build, "features", "test mlp"))
+    monkeypatch.setattr(CallLoggingMLP, "made", [])
+    return CallLoggingMLP
+
+
+def _blobs(n: int = 90, dim: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Three separable Gaussian classes as float32 features."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.array(["a", "b", "c"], dtype=object), n // 3)
+    centres = {"a": -3.0, "b": 0.0, "c": 3.0}
+    return (rng.normal(size=(n, dim)) + np.array([centres[c] for c in y])[:, None]).astype(np.float32), y
+
+
+def test_experiment_releases_each_fold_model_once_scored(logging_mlp) -> None:
+    X, y = _blobs()
+    result = run_experiment(X, y, algorithm="logging_mlp", params={"epochs": 10, "hiddenSizes": [8], "learningRate": 0.05},
+                            folds={"kfold": 3}, seed=0)
+    assert len(result.folds) == 3 and len({id(f.model) for f in result.folds}) == 3
+    for fold in result.folds:
+        assert isinstance(fold.model, CallLoggingMLP)
+        assert fold.model.calls == ["predict_proba", "release_device"]  # scored, then off the accelerator
+        assert module_device(fold.model.module_).type == "cpu"
+        assert fold.resultsTest["accuracy"] > 0.6  # a real model was trained and scored (chance: 1/3)
+
+
+def test_stacking_experiment_releases_out_of_fold_and_fold_models(logging_mlp) -> None:
+    X, y = _blobs()
+    params = {"baseLearners": [{"features": "f", "algorithm": "logging_mlp", "params": {"epochs": 2, "hiddenSizes": [8]}}],
+              "metaLearner": "logistic_regression", "folds": 2}
+    result = run_experiment([X], y, algorithm="stacking", params=params, folds={"kfold": 2}, seed=0)
+    fitted = [m for m in logging_mlp.made if hasattr(m, "module_")]
+    assert len(fitted) == 2 * (2 + 1)  # per experiment fold: 2 out-of-fold models + the base model refit on all rows
+    for model in fitted:  # every model that scored rows ended off the accelerator, released after its last prediction
+        assert model.calls and model.calls[-1] == "release_device" and "predict_proba" in model.calls
+        assert module_device(model.module_).type == "cpu"
+    for fold in result.folds:
+        assert fold.model.base_models_[0].calls == ["predict_proba", "release_device"]

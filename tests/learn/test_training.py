@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from visiondb.learn.algorithms import make_estimator
@@ -99,3 +100,38 @@ def test_refitting_finetune_repeats_its_augmentation(hymenoptera) -> None:
     first = model.fit(data[rows], labels[rows]).predict_proba(data[rows])
     again = model.fit(data[rows], labels[rows]).predict_proba(data[rows])
     assert np.allclose(first, again, atol=1e-6)
+
+
+def _rng_cases(fm_features, fm_images, hymenoptera) -> dict[str, tuple[str, dict, np.ndarray, np.ndarray]]:
+    """Smallest configs of each torch network: init, dropout, shuffling and augmentation all draw random numbers."""
+    X, y = fm_features
+    x_img, y_img = fm_images[0][:48], fm_images[1][:48]
+    photos, photo_labels = hymenoptera[0][np.r_[0:4, 12:16]], hymenoptera[1][np.r_[0:4, 12:16]]
+    return {
+        "mlp": ("mlp", {"epochs": 2, "hiddenSizes": [8], "dropout": 0.3}, X[:120], y[:120]),
+        "cnn": ("cnn", {"epochs": 1, "channels": [4], "dense": 8, "dropout": 0.3, "batchSize": 16,
+                        "augment": {"flip": True, "rotation": 20}}, x_img, y_img),
+        "finetune": ("finetune", {"epochs": 1, "headEpochs": 1, "batchSize": 4, "freeze": 15, "imageSize": [48, 48],
+                                  "augment": {"flip": True}}, photos, photo_labels),
+    }
+
+
+@pytest.mark.parametrize("case", ["mlp", "cnn", "finetune"])
+def test_fit_is_seeded_but_leaves_the_callers_global_rng_alone(case, fm_features, fm_images, hymenoptera) -> None:
+    algorithm, params, X, y = _rng_cases(fm_features, fm_images, hymenoptera)[case]
+
+    def fit_proba() -> np.ndarray:
+        model = make_estimator(algorithm, params, seed=5, class_weight=None)
+        model.progress_bar = False
+        return model.fit(X, y).predict_proba(X)
+
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    want_cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    torch.manual_seed(123)
+    first = fit_proba()
+    assert torch.equal(torch.rand(3), want)  # the caller's stream goes on as if no model had been fitted
+    if want_cuda is not None:
+        assert torch.equal(torch.cuda.get_rng_state(), want_cuda)
+    torch.manual_seed(999)  # a different global state before the second fit changes nothing in it
+    assert np.array_equal(fit_proba(), first)

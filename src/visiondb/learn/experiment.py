@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from visiondb.errors import TrainingError
-from visiondb.learn.algorithms.registry import get_algorithm, make_estimator
+from visiondb.learn.algorithms.registry import get_algorithm, make_estimator, release_device
 from visiondb.learn.metrics import aggregate, results_test
 from visiondb.learn.splits import Fold, make_folds
 
@@ -216,6 +216,7 @@ def run_experiment(
         model.fit(_take(Xv, tr), yv[tr])
         fit_s = time.perf_counter() - start
         proba = model.predict_proba(_take(Xv, te))
+        release_device(model)  # scored: off the accelerator, so k fold models do not pile up there
         classes = [str(c) for c in model.classes_]
         pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
         full = np.zeros((len(te), len(label_list)))

@@ -90,7 +90,7 @@ def import_version(db: "VisionDB", name: str, version: int, sha: str) -> int | N
 
 def retrain_model(db: "VisionDB", ref: str) -> dict[str, Any]:
     """Re-create a model from its manifest (same rows, checked by hash; same algorithm, params and seed) and compare."""
-    from .algorithms.registry import make_estimator
+    from .algorithms.registry import make_estimator, release_device
     from .metrics import results_test
     from .procedures import TrainingData, run_query, with_testing_rows
 
@@ -129,12 +129,14 @@ def retrain_model(db: "VisionDB", ref: str) -> dict[str, Any]:
         test_idx = np.asarray([position[r] for r in test_ids])
         labels = entry.config.get("labels") or sorted(set(data.y[train_idx]))
         proba = model.predict_proba(data.take(test_idx))
+        release_device(model)  # a throwaway: off the accelerator once scored
         pred = np.asarray([str(c) for c in model.classes_], dtype=object)[proba.argmax(axis=1)]
         retrained = results_test(data.y[test_idx], pred, labels, proba)
         from .persistence import load_model
 
         original = load_model(entry.model_bytes, entry.model_format)
         original_proba = original.predict_proba(data.take(test_idx))
+        release_device(original)
         report.update(
             {
                 "originalAccuracy": entry.metrics.get("accuracy"),

@@ -6,10 +6,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
 from visiondb.errors import TrainingError
-from visiondb.learn.algorithms.registry import Params, make_estimator, register
+from visiondb.learn.algorithms.registry import Params, make_estimator, register, release_device
 
 
 class BaseLearner(BaseModel):
@@ -69,8 +69,7 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
         cfg = self.config
         mats = self._matrices(X)
         y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        _, counts = np.unique(y, return_counts=True)
+        self.classes_, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
         if counts.min() < cfg.folds:
             raise TrainingError(f"stacking: folds={cfg.folds} exceeds the {counts.min()} rows of the smallest class")
         cv = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=self.seed)
@@ -81,11 +80,26 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
         for spec, mat in zip(cfg.baseLearners, mats):
             estimator = make_estimator(spec.algorithm, spec.params, seed=self.seed, class_weight=self.class_weight)
             self.oof_folds_.append([(tr.copy(), te.copy()) for tr, te in splits])
-            self.oof_proba_.append(cross_val_predict(estimator, mat, y, cv=splits, method="predict_proba"))
+            self.oof_proba_.append(self._out_of_fold_proba(estimator, mat, y_idx, splits))
             self.base_models_.append(clone(estimator).fit(mat, y))
         self.meta_model_ = make_estimator(cfg.metaLearner, cfg.metaParams, seed=self.seed, class_weight=self.class_weight)
         self.meta_model_.fit(self._combine(self.oof_proba_), y)
         return self
+
+    def _out_of_fold_proba(
+        self, estimator: Any, mat: np.ndarray, y_idx: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
+        """`cross_val_predict(method="predict_proba")` on label indices, each fold model released once scored."""
+        oof: np.ndarray | None = None
+        for tr, te in splits:
+            fold_model = clone(estimator).fit(mat[tr], y_idx[tr])
+            proba = fold_model.predict_proba(mat[te])
+            release_device(fold_model)  # discarded, yet frames torch's optimizer leaves in a cycle keep it until gc runs
+            if oof is None:
+                oof = np.zeros((len(y_idx), len(self.classes_)), dtype=proba.dtype)
+            oof[np.ix_(te, np.asarray(fold_model.classes_, dtype=np.intp))] = proba
+        assert oof is not None  # StackingParams.folds >= 2
+        return oof
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Meta-learner probabilities over combined base-learner probabilities (classes_ order)."""
@@ -96,6 +110,11 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class per row."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def release_device(self) -> None:
+        """Move every fitted base and meta model off the accelerator (see `TorchClassifier.release_device`)."""
+        for model in [*getattr(self, "base_models_", []), getattr(self, "meta_model_", None)]:
+            release_device(model)
 
 
 @register("stacking", StackingParams, input_kind="feature_list")

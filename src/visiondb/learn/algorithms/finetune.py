@@ -99,7 +99,7 @@ class FinetuneClassifier(ImageClassifier):
         return {"model": cfg.model, "freeze": cfg.freeze, "dropout": cfg.dropout, "classes": n_classes}
 
     def _build(self, arch: dict[str, Any], pretrained: bool = True) -> nn.Module:
-        """Backbone + head; draws init from the global RNG, which `_setup` seeds for training (loading needs no seed)."""
+        """Backbone + head; draws init from the global RNG, which `fit` seeds for training (loading needs no seed)."""
         backbone, dim = load_lite_backbone(arch["model"], pretrained=pretrained)
         head = nn.Sequential(nn.Dropout(arch["dropout"]), nn.Linear(dim, arch["classes"]))
         freeze = arch["freeze"]
@@ -124,7 +124,7 @@ class FinetuneClassifier(ImageClassifier):
         for frozen in getattr(self, "_frozen", []):
             frozen.eval()
 
-    def fit(self, X: Any, y: Any) -> "FinetuneClassifier":
+    def _fit(self, X: Any, y: Any) -> None:
         """Linear probe first (the head trained on features computed once), then fine-tune the unfrozen blocks.
 
         Warm-starting the head keeps a random head's large early gradients from wrecking pretrained features
@@ -153,7 +153,6 @@ class FinetuneClassifier(ImageClassifier):
             history += self._train(self.module_, inputs, y_idx, cfg)
         self.history = history
         self.module_.eval()
-        return self
 
     def _param_groups(self, module: nn.Module, cfg: Any) -> list[dict[str, Any]]:
         """Pretrained blocks learn at `backboneLearningRate` (default a tenth of the head's rate)."""

@@ -74,3 +74,10 @@ def make_estimator(algorithm: str, params: dict[str, Any] | None, *, seed: int =
         raise ConfigError(f"classWeight must be 'balanced' or null, got {class_weight!r}", field="classWeight")
     validated = validate_params(algorithm, params)
     return get_algorithm(algorithm).build(validated, seed, class_weight)
+
+
+def release_device(model: Any) -> None:
+    """Free accelerator memory a fitted estimator holds for prediction, if it has any (duck-typed `release_device`)."""
+    release = getattr(model, "release_device", None)
+    if callable(release):
+        release()

@@ -1,12 +1,13 @@
 """Shared PyTorch training loop for the network algorithms: batching, class weights, schedules, early stopping, history."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
 import sys
 import threading
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -61,6 +62,18 @@ def module_device(module: nn.Module) -> torch.device:
     """Device holding the module's first parameter or buffer (CPU for an empty module)."""
     tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: str) -> Iterator[None]:
+    """Seed torch's global CPU RNG (and the current CUDA device's when training on `device` uses CUDA) for the
+    block, restoring the caller's RNG states on exit: training is reproducible without reseeding the process."""
+    cuda = device != "cpu" and torch.cuda.is_available()
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed(seed)  # the current device only: the one forked above and trained on
+        yield
 
 
 _LOCK_GUARD = threading.Lock()
@@ -133,14 +146,18 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         return self.progress_bar and progress_enabled()
 
     def fit(self, X: Any, y: Any) -> "TorchClassifier":
-        """Train on X, y; keeps `history` (one dict per epoch) and restores the best weights under early stopping."""
-        inputs, y_idx = self._setup(X, y)
-        self.history = self._train(self.module_, inputs, y_idx, self.config)
+        """Train on X, y (`_fit`) with torch's global RNG seeded by `seed`; the caller's RNG state is left as it was."""
+        with seeded_rng(self.seed, self.config.device):
+            self._fit(X, y)
         return self
 
+    def _fit(self, X: Any, y: Any) -> None:
+        """The training itself (run by `fit` under `seeded_rng`): keeps `history`, restores best weights under early stopping."""
+        inputs, y_idx = self._setup(X, y)
+        self.history = self._train(self.module_, inputs, y_idx, self.config)
+
     def _setup(self, X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray]:
-        """Seed, classes, prepared inputs and a freshly built module; returns (inputs, label indices)."""
-        torch.manual_seed(self.seed)
+        """Classes, prepared inputs and a freshly built module (inside `fit`'s seeded RNG); returns (inputs, label indices)."""
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         if len(self.classes_) < 2:
             raise TrainingError(f"{self.algorithm}: need at least two classes, got {self.classes_.tolist()}")
