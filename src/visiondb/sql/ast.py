@@ -97,7 +97,36 @@ def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict) -> bool:
             return True
         if item.get("class") == "FUNCTION":
             calls.append(str(item.get("function_name", "")).lower())
-    return bool(calls) and not aggregate_names(con).isdisjoint(calls)
+    return bool(calls) and _calls_need_all_rows(con, set(calls))
+
+
+def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a called function is an aggregate, or a macro whose body uses an aggregate or a window, however
+    deeply nested (an `sql.expression` function is a macro: `mean_of(x)` may expand to `avg(x)`)."""
+    if not aggregate_names(con).isdisjoint(calls):
+        return True
+    pending = sorted(calls - seen)
+    if not pending:
+        return False
+    rows = con.execute(
+        "SELECT macro_definition FROM duckdb_functions() WHERE function_type = 'macro'"
+        " AND lower(function_name) IN (SELECT unnest(?::VARCHAR[]))", [pending]).fetchall()
+    seen = seen | set(pending)
+    for (definition,) in rows:
+        if not definition:
+            continue
+        body = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [f"SELECT {definition}"]).fetchall()[0][0])
+        if body.get("error"):
+            return True  # a body we cannot read: reading every row at once is always correct
+        inner: set[str] = set()
+        for item in _walk(body.get("statements", []), skip=frozenset({"SUBQUERY"})):
+            if item.get("class") == "WINDOW":
+                return True
+            if item.get("class") == "FUNCTION":
+                inner.add(str(item.get("function_name", "")).lower())
+        if inner and _calls_need_all_rows(con, inner, seen):
+            return True
+    return False
 
 
 def aggregate_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
