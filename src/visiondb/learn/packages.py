@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import VisionDBError
+from ..errors import ConfigError, VisionDBError
+from ..ingest.fetch import parse_uri
 from .model_store import load_model_entry, parse_model_ref, save_model
 
 if TYPE_CHECKING:
@@ -17,15 +18,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def export_model(db: "VisionDB", ref: str, path: str | Path) -> Path:
-    """Write `NAME[:VERSION]` as one `.vdbm` file."""
+def package_target(db: "VisionDB", uri: str | Path, field: str = "path") -> Path:
+    """The local file a package may be written to: a path or file:// URI under the database's allowed roots (a
+    server's `allow_roots`), so a REST-configured procedure cannot write anywhere else. Raises naming `field`."""
+    parsed = parse_uri(str(uri))
+    if parsed.kind != "local" or parsed.path is None:
+        raise ConfigError(f"{field}: packages are written to a local path or file:// URI, got {str(uri)!r}", field=field)
+    return db.fetcher.policy.check_path(parsed.path, str(uri))
+
+
+def export_model(db: "VisionDB", ref: str, path: str | Path, field: str = "path") -> Path:
+    """Write `NAME[:VERSION]` as one `.vdbm` file at a local path or file:// URI (see `package_target`)."""
     from .package import write_package
 
+    target = package_target(db, path, field)
     name, version = parse_model_ref(ref)
     entry = load_model_entry(db, name, version)
     config = {**entry.config, "name": entry.name, "version": entry.version, "algorithm": entry.algorithm}
     return write_package(
-        path, model_bytes=entry.model_bytes, model_format=entry.model_format, config=config,
+        target, model_bytes=entry.model_bytes, model_format=entry.model_format, config=config,
         manifest=entry.manifest, metrics=entry.metrics,
     )
 
@@ -39,10 +50,12 @@ def import_package(db: "VisionDB", path: str | Path, *, register_function: bool 
     both hashes. Use the returned version (or `modelName`/`version` of a `classifier` function) to score with it."""
     from .package import read_package
 
-    local = Path(path)
-    if not local.exists():
+    parsed = parse_uri(str(path))
+    if parsed.kind == "local" and parsed.path is not None:
+        local = db.fetcher.policy.check_path(parsed.path, str(path))  # a server's allowed roots apply here too
+    else:
         data = db.read_uri(str(path))
-        local = db.cache_dir / "packages" / Path(str(path)).name
+        local = db.cache_dir / "packages" / f"{hashlib.sha256(data).hexdigest()[:16]}.vdbm"
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
     package = read_package(local)
@@ -55,13 +68,14 @@ def import_package(db: "VisionDB", path: str | Path, *, register_function: bool 
     sha = hashlib.sha256(package.model_bytes).hexdigest()
     with db.catalog.lock:
         stored = import_version(db, name, version, sha)
+        created = stored is None
         if stored is None:
             stored = save_model(
                 db, name, algorithm=algorithm, config=config, manifest=package.manifest, metrics=package.metrics,
                 model_bytes=package.model_bytes, model_format=package.model_format,
                 version=None if stored_hash(db, name, version) else version,
             )
-    if stored != version:
+    if created and stored != version:  # said once, when the import chose another version, not at every reopen
         log.warning(
             "package %s: model %s:%d already holds a different model (sha256 %s, package %s); imported as %s:%d",
             local.name, name, version, stored_hash(db, name, version), sha, name, stored,

@@ -15,6 +15,7 @@ from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, QueryError, TrainingError
 from .inputs import content_hashes, feature_matrix, image_bytes, list_column_matrix, row_names
+from .packages import package_target
 
 
 class DatasetFold(BaseModel):
@@ -165,6 +166,12 @@ class ClassifierExperiment(Procedure):
 
         p, db = self.params, self.db
         db.functions.check_id(f"{p.experimentName}_scorer_0")
+        if p.datasetFolds and p.testingDataOverride:
+            raise ConfigError("params.datasetFolds and params.testingDataOverride cannot be combined: give the test"
+                              " rows as each fold's testingWhere, or drop datasetFolds", field="params.datasetFolds")
+        if p.modelFileUrlPattern:  # refused targets fail now, not after every fold has trained
+            package_target(db, p.modelFileUrlPattern.replace("$fold", "0").replace("$runid", ctx.run_id),
+                           "params.modelFileUrlPattern")
         query, fold_columns = self._query()
         table = run_query(db, query, "inputData")
         folds: Any = None
@@ -217,7 +224,7 @@ class ClassifierExperiment(Procedure):
                 from .packages import export_model
 
                 path = p.modelFileUrlPattern.replace("$fold", str(k)).replace("$runid", ctx.run_id)
-                export_model(db, f"{name}:{version}", path)
+                export_model(db, f"{name}:{version}", path, "params.modelFileUrlPattern")
                 entry["modelFileUrl"] = path
             out_folds.append(entry)
         return {"folds": out_folds, "aggregatedTest": result.aggregatedTest, "labels": result.labels}
@@ -253,6 +260,8 @@ class ClassifierTrain(Procedure):
 
         p, db = self.params, self.db
         db.functions.check_id(p.functionName)
+        if p.modelFileUrl:
+            package_target(db, p.modelFileUrl, "params.modelFileUrl")  # refused before training, not after
         data = TrainingData(db, run_query(db, p.inputData, "inputData"), p.algorithm, p.configuration, p.mode)
         model = make_estimator(p.algorithm, p.configuration, seed=p.randomSeed, class_weight=p.classWeight)
         X, y, kept = prepare_inputs(
@@ -269,7 +278,7 @@ class ClassifierTrain(Procedure):
         if p.modelFileUrl:
             from .packages import export_model
 
-            export_model(db, f"{p.functionName}:{version}", p.modelFileUrl)
+            export_model(db, f"{p.functionName}:{version}", p.modelFileUrl, "params.modelFileUrl")
         return {"functionName": p.functionName, "modelVersion": version, "trainRows": int(len(kept)),
                 "labels": [str(c) for c in model.classes_], "history": getattr(model, "history", None)}
 
