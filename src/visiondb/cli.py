@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 KINDS = {"dataset": "datasets", "function": "functions", "procedure": "procedures"}
 ERROR_EXIT = 2
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except VisionDBError as exc:
         detail = {k: v for k, v in exc.details.items() if k != "run"}
         return fail(exc.message + (f"  {json.dumps(detail, default=str)}" if detail else ""))
+    except BrokenPipeError:
+        return closed_stdout()
     except OSError as exc:
         return fail(os_error_text(exc))
     except duckdb.Error as exc:
@@ -45,6 +49,14 @@ def fail(message: str) -> int:
     """Print `error: message` on stderr and return the CLI's error exit code."""
     print(f"error: {message}", file=sys.stderr)
     return ERROR_EXIT
+
+
+def closed_stdout() -> int:
+    """The reader of our output went away (`visiondb ... | head`): stop quietly with SIGPIPE's shell status, and
+    point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return SIGPIPE_EXIT
 
 
 def os_error_text(exc: OSError) -> str:

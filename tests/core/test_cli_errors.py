@@ -103,3 +103,15 @@ def test_ports_are_validated(capsys, command, port):
     with pytest.raises(SystemExit) as exit_info:
         main(["--db", "x.duckdb", command, "--port", port])
     assert exit_info.value.code == 2 and "argument --port" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """`visiondb ... | head -1`: the closed pipe ends the command quietly with SIGPIPE's status, no error text."""
+    db = tmp_path / "p.vdb"
+    assert main(["--db", str(db), "sql", "CREATE TABLE t AS SELECT range AS i FROM range(50000)"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "visiondb.cli", "--db", str(db), "sql", "SELECT * FROM t"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=untuned_env())
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does once it has its line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and b"error" not in err.lower(), err
