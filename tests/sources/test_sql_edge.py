@@ -94,3 +94,27 @@ def test_sqlite_files_obey_allowed_roots(tmp_path: Path) -> None:
     assert _import(db, "SELECT * FROM t", inside)["rowCount"] == 1
     assert _import(db, "SELECT 1 AS one", "sqlite://")["rowCount"] == 1  # in memory: no file to check
     assert external.make_engine(outside).url.database == str(tmp_path / "outside.db")  # no policy: unchanged
+
+
+def test_a_failed_query_keeps_the_last_runs_tables(remote_url: str, table_name: str) -> None:
+    """A query that fails (missing table, refused login) replaces nothing: no new empty `<out>_errors` table either."""
+    engine = sa.create_engine(remote_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INT)"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1), (2)"))
+    try:
+        db = visiondb.connect()
+        assert _import(db, f"SELECT id FROM {table_name}", remote_url)["rowCount"] == 2
+        db.sql("INSERT INTO o_errors (_rowName, cause) VALUES ('x', 'kept from the last run')")
+        with pytest.raises(QueryError):
+            _import(db, f"SELECT id FROM {table_name}_missing", remote_url)
+        assert db.sql("SELECT count(*) FROM o").fetchall() == [(2,)]
+        assert db.sql("SELECT cause FROM o_errors").fetchall() == [("kept from the last run",)]
+        fresh = visiondb.connect()
+        with pytest.raises(QueryError):
+            _import(fresh, f"SELECT id FROM {table_name}_missing", remote_url)
+        assert not fresh.table_exists("o_errors") and not fresh.table_exists("o")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
+        engine.dispose()

@@ -58,14 +58,15 @@ class ImportSQL(Procedure):
         engine = external.make_engine(p.connection, policy=db.fetcher.policy)
         prefix = f"sql:{source_name(p.query)}/"
         cur = db.cursor()
-        cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
-        cur.execute(f"CREATE TABLE {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
         ctx.set_progress(0, None, phase=f"querying {external.masked(engine)}")
         bar = ctx.bar(None, f"import.sql → {out}")
         rows = errors = 0
         result_set = False
         try:
             for chunk in external.stream_query(engine, p.query, chunk_size=p.chunkSize):
+                if not result_set:  # the query answered: only now replace the last run's errors table
+                    cur.execute(f"DROP TABLE IF EXISTS {quote_ident(errors_table(out))}")
+                    cur.execute(f"CREATE TABLE {quote_ident(errors_table(out))} ({ERROR_COLUMNS})")
                 result_set = True
                 if p.named is not None and p.named not in chunk.column_names:
                     raise ConfigError(f"named column {p.named!r} is not in the query result {chunk.column_names}",
