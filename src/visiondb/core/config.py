@@ -24,12 +24,28 @@ class EntityConfig(BaseModel):
     id: str | None = None
 
 
-def json_object(text: str | bytes, what: str, field: str, shape: str) -> dict:
-    """Parse JSON text that must hold an object; errors name `field` and the expected `shape`."""
+def load_json(raw: str | bytes, what: str, field: str) -> Any:
+    """Parse JSON text; every way it can be malformed is a ConfigError naming `field`: not UTF-8, a syntax error,
+    nesting deeper than the parser's recursion limit, or an integer over Python's digit limit."""
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{what} is not valid JSON: not UTF-8 text (byte {exc.start}: "
+                              f"{bytes(raw[exc.start:exc.start + 1])!r})", field=field) from None
     try:
-        value = json.loads(text)
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{what} is not valid JSON: {exc}", field=field) from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply", field=field) from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ConfigError(f"{what} is not valid JSON: {exc}", field=field) from None
+
+
+def json_object(text: str | bytes, what: str, field: str, shape: str) -> dict:
+    """Parse JSON text that must hold an object; errors name `field` and the expected `shape`."""
+    value = load_json(text, what, field)
     if not isinstance(value, dict):
         raise ConfigError(f"{what} must be an object like {shape}", field=field)
     return value
@@ -43,10 +59,29 @@ def parse_config(config: Mapping[str, Any] | str, kind: str) -> EntityConfig:
         raise ConfigError(f"{kind} config must be an object with 'type' and 'params'", field="config")
     if "type" not in config:
         raise ConfigError(f"{kind} config is missing 'type'", field="type")
+    check_unicode(config, "")
     try:
         return EntityConfig.model_validate(dict(config))
     except ValidationError as exc:
         raise validation_error(exc, kind, prefix="") from None
+
+
+def check_unicode(value: Any, where: str) -> None:
+    """ConfigError naming the field when a string (key or value) holds a lone UTF-16 surrogate: such text cannot be
+    stored, sent to a database or used as a file name (JSON's "\\ud800" escape decodes to one)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{where or 'config'}: text is not valid Unicode (a lone surrogate)",
+                              field=where or "config") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_unicode(key, where or "config")
+            check_unicode(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_unicode(item, f"{where}[{i}]")
 
 
 def parse_params(params_cls: type[Params], params: Mapping[str, Any], type_name: str) -> Params:

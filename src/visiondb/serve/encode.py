@@ -73,9 +73,24 @@ def redact_credentials(value: Any) -> Any:
     return value
 
 
+def without_tracebacks(value: Any) -> Any:
+    """`value` without the `traceback` of failed runs' statuses (`{"error": ..., "traceback": ...}`): the stored
+    record keeps it for the Python API and the server log, but REST bodies never show a Python traceback."""
+    if isinstance(value, dict):
+        return {k: without_tracebacks(v) for k, v in value.items() if not (k == "traceback" and "error" in value)}
+    if isinstance(value, (list, tuple)):
+        return [without_tracebacks(v) for v in value]
+    return value
+
+
+def public_record(record: Any) -> Any:
+    """What REST shows of an entity or run record: URL passwords masked, run tracebacks left out."""
+    return without_tracebacks(redact_credentials(record))
+
+
 def respond_record(record: Any, status_code: int = 200) -> SafeJSONResponse:
-    """A JSON response for entity and run records, credentials in URLs masked (`redact_credentials`)."""
-    return respond(redact_credentials(record), status_code)
+    """A JSON response for entity and run records (`public_record`: credentials masked, no tracebacks)."""
+    return respond(public_record(record), status_code)
 
 
 def respond(content: Any, status_code: int = 200) -> SafeJSONResponse:

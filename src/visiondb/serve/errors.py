@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AuthError, VisionDBError
-from .encode import SafeJSONResponse, redact_credentials
+from .encode import SafeJSONResponse, public_record
 
 log = logging.getLogger("visiondb.serve")
 
@@ -32,10 +32,12 @@ class ApplyTimeoutError(VisionDBError):
     http_code = 504
 
 
-def error_response(message: str, code: int, details: dict | None = None) -> SafeJSONResponse:
-    """The one error body shape used by every route (URL passwords masked: a failed run's details hold its record)."""
+def error_response(message: str, code: int, details: dict | None = None,
+                   headers: dict[str, str] | None = None) -> SafeJSONResponse:
+    """The one error body shape used by every route (URL passwords masked and run tracebacks left out: a failed
+    run's details hold its record)."""
     body = {"error": message, "httpCode": code, "details": details or {}}
-    return SafeJSONResponse(redact_credentials(body), status_code=code)
+    return SafeJSONResponse(public_record(body), status_code=code, headers=headers)
 
 
 def visiondb_error_code(exc: VisionDBError) -> int:
@@ -48,6 +50,11 @@ def visiondb_error_code(exc: VisionDBError) -> int:
 
 async def on_visiondb_error(request: Request, exc: Exception) -> SafeJSONResponse:
     assert isinstance(exc, VisionDBError)
+    run = exc.details.get("run")
+    status = run.get("status") if isinstance(run, dict) else None
+    if isinstance(status, dict) and status.get("traceback"):  # an unexpected failure inside a run: log, not body
+        log.warning("run %s of procedure %s failed on %s %s:\n%s", run.get("id"), run.get("procedure"),
+                    request.method, request.url.path, status["traceback"])
     return error_response(exc.message, visiondb_error_code(exc), exc.details)
 
 
@@ -69,9 +76,25 @@ async def on_http_error(request: Request, exc: Exception) -> SafeJSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route for {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(message, exc.status_code, {"path": request.url.path})
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        message = f"method {request.method} is not allowed on {request.url.path} (allowed: {', '.join(allowed)})"
+        headers["Allow"] = ", ".join(allowed)
+    return error_response(message, exc.status_code, {"path": request.url.path}, headers=headers or None)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route fully matches on this path (Starlette's own 405 `Allow` names only the first
+    route whose path matched, and FastAPI's included routers hide their routes' methods)."""
+    from starlette.routing import Match
+
+    routes = request.app.router.routes
+    return [m for m in HTTP_METHODS
+            if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 async def on_unexpected(request: Request, exc: Exception) -> SafeJSONResponse:

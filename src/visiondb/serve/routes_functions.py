@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from ..errors import ConfigError, ImageDecodeError
 from ..ingest.formats import looks_like_image
+from ..core.config import load_json
 from ..sql.udf import input_value
 from .batching import shape_output
 from .encode import respond
@@ -53,12 +53,7 @@ def _check_read(request: Request) -> None:
 async def apply_get(request: Request, id: str, input: str | None = Query(None)) -> Response:
     _check_read(request)
     started = time.perf_counter()
-    parsed: Any = {}
-    if input:
-        try:
-            parsed = json.loads(input)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"query parameter 'input' is not valid JSON: {exc}", field="input") from None
+    parsed: Any = load_json(input, "query parameter 'input'", "input") if input else {}
     if not isinstance(parsed, dict):
         raise ConfigError("query parameter 'input' must be a JSON object of named inputs", field="input")
     return await _apply(request, id, _decode_inline_images(request, parsed), started)

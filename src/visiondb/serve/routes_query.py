@@ -32,8 +32,54 @@ def run_query(request: Request, sql: str, format: str) -> Any:
         check_no_file_access(db, sql)
     table = db.sql(sql).arrow()
     names = list(table.column_names)
-    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    columns = [column_values(table.column(i)) for i in range(table.num_columns)]
     return shape_rows(names, columns, format)
+
+
+def column_values(column: Any) -> list[Any]:
+    """A result column as Python values. Dates and timestamps outside Python's datetime range (DuckDB's
+    'infinity'/'-infinity', year 294247, ...) cannot become `datetime` objects: such a column is answered with
+    its temporal values as ISO-like strings ('infinity', '-infinity' for DuckDB's sentinels) instead."""
+    try:
+        return column.to_pylist()
+    except OverflowError:
+        return [v for chunk in column.chunks for v in _temporal_as_text(chunk).to_pylist()]
+
+
+_INFINITE = {2**31 - 1: "infinity", -(2**31 - 1): "-infinity", 2**63 - 1: "infinity", -(2**63 - 1): "-infinity"}
+
+
+def _temporal_as_text(array: Any) -> Any:
+    """`array` (an Arrow array, nested or not) with every date/timestamp leaf replaced by strings."""
+    import numpy as np
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
+        if pa.types.is_date32(kind):
+            unit, ints = "D", array.cast(pa.int32())
+        elif pa.types.is_date64(kind):
+            unit, ints = "ms", array.cast(pa.int64())
+        else:
+            unit, ints = kind.unit, array.cast(pa.int64())
+        suffix = "+00:00" if pa.types.is_timestamp(kind) and kind.tz else ""
+        texts = [None if v is None else _INFINITE.get(v) or f"{np.datetime64(v, unit)}{suffix}"
+                 for v in ints.to_pylist()]
+        return pa.array(texts, pa.string())
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_struct(kind):
+        fields = [_temporal_as_text(child) for child in array.flatten()]  # flatten() honours a slice offset
+        return pa.StructArray.from_arrays(fields, names=[kind.field(i).name for i in range(kind.num_fields)],
+                                          mask=mask)
+    if pa.types.is_map(kind):
+        return pa.MapArray.from_arrays(array.offsets, _temporal_as_text(array.keys),
+                                       _temporal_as_text(array.items), mask=mask)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        cls = pa.ListArray if pa.types.is_list(kind) else pa.LargeListArray
+        return cls.from_arrays(array.offsets, _temporal_as_text(array.values), mask=mask)
+    if pa.types.is_fixed_size_list(kind):
+        return pa.FixedSizeListArray.from_arrays(_temporal_as_text(array.values), kind.list_size, mask=mask)
+    return array
 
 
 def shape_rows(names: list[str], columns: list[list[Any]], format: str) -> Any:
