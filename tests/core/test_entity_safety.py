@@ -91,3 +91,26 @@ def test_a_refused_drop_is_a_query_error(db):
         db.datasets.delete("parent")
     assert err.value.http_code == 400 and "parent" in err.value.message
     assert db.datasets.list() == ["parent"]
+
+
+@pytest.mark.parametrize("config, field", [
+    ({"type": "sql.expression", "params": {"expression": "upper(x)", "args": ["\udc80"]}}, "params.args[0]"),
+    ({"type": "transform", "params": {"inputData": "SELECT '\ud800'", "outputDataset": "o"}}, "params.inputData"),
+])
+def test_lone_surrogates_in_configs_name_the_field(db, config, field):
+    """JSON's "\\ud800" escape decodes to text nothing can store: a ConfigError naming the field, not a DuckDB error."""
+    kind = db.functions if config["type"] == "sql.expression" else db.procedures
+    with pytest.raises(ConfigError) as err:
+        kind.put("x", config)
+    assert err.value.details["field"] == field and "surrogate" in err.value.message
+
+
+@pytest.mark.parametrize("query", ["", "  ;  ", "SELECT 1; SELECT 2"])
+def test_input_data_must_be_one_query(db, query):
+    db.sql("CREATE TABLE t AS SELECT [1.0, 2.0]::FLOAT[] AS features, 'a' AS label")
+    for config in ({"type": "transform", "params": {"inputData": query, "outputDataset": "o"}},
+                   {"type": "classifier.train", "params": {"inputData": query, "functionName": "f"}},
+                   {"type": "classifier.experiment", "params": {"inputData": query, "experimentName": "e"}}):
+        with pytest.raises(ConfigError) as err:
+            db.procedures.put("p", config)
+        assert err.value.details["field"] == "params.inputData" and "one query" in err.value.message

@@ -79,6 +79,14 @@ def test_missing_local_file_and_directory(tmp_path: Path) -> None:
         assert f.read((tmp_path / "x.jpg").as_uri()) == MEMBERS["pics/a.jpg"]
 
 
+@pytest.mark.parametrize("name", ["a\x00b.jpg", "a" * 300 + ".jpg", "d/" * 3000 + "x.jpg", "\ud800.jpg"])
+def test_unusable_paths_are_fetch_errors(tmp_path: Path, name: str) -> None:
+    """A NUL byte, an overlong name or path, a lone surrogate: a FetchError naming the path, not a ValueError."""
+    for policy in (FetchPolicy(), FetchPolicy(allowed_roots=[tmp_path])):
+        with Fetcher(policy) as f, pytest.raises(FetchError, match="not a usable file path"):
+            f.read(f"{tmp_path}/{name}")
+
+
 def test_allowed_roots_refuse_escapes(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir(), outside.mkdir()

@@ -117,3 +117,19 @@ def test_a_package_import_that_chose_another_version_warns_once(tmp_path, caplog
                 assert db.sql("SELECT theirs([2, 2, 2]::FLOAT[]).label").fetchone()[0] == "dog"
                 assert db.sql("SELECT max(version) FROM vdb.models WHERE name = 'clf'").fetchone() == (2,)
     assert caplog.text.count("already holds a different model") == 1
+
+
+def test_a_package_without_name_or_version_is_refused(tmp_path) -> None:
+    import hashlib
+    import zipfile
+
+    from visiondb.errors import VisionDBError
+
+    members = {"model.bin": b"x", "config.json": b'{"version": "one"}', "manifest.json": b"{}",
+               "metrics.json": b"{}", "requirements.txt": b""}
+    with zipfile.ZipFile(tmp_path / "odd.vdbm", "w") as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+        zf.writestr("hashes.json", json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in members.items()}))
+    with visiondb.connect(None) as db, pytest.raises(VisionDBError, match="needs a name, an integer version"):
+        import_package(db, tmp_path / "odd.vdbm")

@@ -113,3 +113,37 @@ def test_package_model_helpers(tmp_path, fm_features) -> None:
     assert pkg.model_format == "sklearn-joblib" and pkg.config["version"] == 2
     assert "torch" not in pkg.requirements and "scikit-learn==" in pkg.requirements
     assert np.array_equal(loaded.predict_proba(X[100:120, ::4]), model.predict_proba(X[100:120, ::4]))
+
+
+def test_malformed_packages_name_the_problem(tmp_path) -> None:
+    """Hand-made packages whose hashes all match but whose members are not what a package holds, and unreadable
+    paths: clear errors, never a JSONDecodeError, KeyError or OSError."""
+    import hashlib
+
+    from visiondb.errors import FetchError
+
+    def package(name: str, members: dict[str, bytes]) -> object:
+        hashes = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+            zf.writestr("hashes.json", json.dumps(hashes))
+        return tmp_path / name
+
+    good = {"model.bin": b"x", "config.json": b"{}", "manifest.json": b"{}", "metrics.json": b"{}",
+            "requirements.txt": b""}
+    for name, members, needle in (
+        ("notjson.vdbm", {**good, "config.json": b"{nope"}, "missing or malformed"),
+        ("list.vdbm", {**good, "config.json": b"[1]"}, "missing or malformed"),
+        ("nomanifest.vdbm", {k: v for k, v in good.items() if k != "manifest.json"}, "missing or malformed"),
+        ("binary.vdbm", {**good, "requirements.txt": b"\xff\xfe"}, "missing or malformed"),
+    ):
+        with pytest.raises(VisionDBError, match=needle):
+            read_package(package(name, members))
+    with zipfile.ZipFile(tmp_path / "badhashes.vdbm", "w") as zf:
+        zf.writestr("hashes.json", b"[not json")
+    with pytest.raises(VisionDBError, match="hashes.json is malformed"):
+        read_package(tmp_path / "badhashes.vdbm")
+    for path in (tmp_path / "absent.vdbm", tmp_path):
+        with pytest.raises(FetchError, match="cannot read it"):
+            read_package(path)

@@ -118,3 +118,16 @@ def test_a_failed_query_keeps_the_last_runs_tables(remote_url: str, table_name: 
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
         engine.dispose()
+
+
+@pytest.mark.parametrize("rows", [0, 2**63])
+def test_chunk_size_is_bounded(rows: int) -> None:
+    from visiondb.errors import ConfigError
+
+    db = visiondb.connect()
+    with pytest.raises(ConfigError, match="chunkSize must be between 1 and") as err:
+        _import(db, "SELECT 1 AS one", "sqlite://", chunkSize=rows)
+    assert err.value.details["field"] == "params.chunkSize"
+    with pytest.raises(ConfigError, match="chunkSize must be between 1 and"):
+        db.procedures.put("e", {"type": "export.sql", "params": {
+            "connection": "sqlite://", "inputData": "SELECT 1 AS x", "outputTable": "t", "chunkSize": rows}})

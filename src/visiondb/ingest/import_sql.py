@@ -31,6 +31,16 @@ def source_name(query: str) -> str:
     return "q" + hashlib.sha256(query.encode()).hexdigest()[:12]
 
 
+MAX_CHUNK_ROWS = 10_000_000
+"""Rows per fetched or written chunk at most: a chunk is held in memory, and drivers take the size as a C int."""
+
+
+def check_chunk_size(rows: int) -> None:
+    """ConfigError unless 1 <= chunkSize <= MAX_CHUNK_ROWS."""
+    if not 1 <= rows <= MAX_CHUNK_ROWS:
+        raise ConfigError(f"chunkSize must be between 1 and {MAX_CHUNK_ROWS:,}, got {rows}", field="params.chunkSize")
+
+
 class ImportSQLParams(Params):
     connection: str
     query: str
@@ -53,8 +63,7 @@ class ImportSQL(Procedure):
         p, db = self.params, self.db
         out = p.outputDataset.id
         db.datasets.check_id(out)
-        if p.chunkSize < 1:
-            raise ConfigError(f"chunkSize must be >= 1, got {p.chunkSize}", field="params.chunkSize")
+        check_chunk_size(p.chunkSize)
         engine = external.make_engine(p.connection, policy=db.fetcher.policy)
         prefix = f"sql:{source_name(p.query)}/"
         cur = db.cursor()
@@ -160,8 +169,7 @@ class ExportSQL(Procedure):
 
     def run(self, ctx: RunContext) -> dict:
         p, db = self.params, self.db
-        if p.chunkSize < 1:
-            raise ConfigError(f"chunkSize must be >= 1, got {p.chunkSize}", field="params.chunkSize")
+        check_chunk_size(p.chunkSize)
         key = [p.key] if isinstance(p.key, str) else list(p.key or [])
         engine = external.make_engine(p.connection, policy=db.fetcher.policy)
         reader_cur = db.connection.cursor()  # own cursor: the streamed result stays open while we write

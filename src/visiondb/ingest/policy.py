@@ -5,6 +5,7 @@ The server turns `block_private` on so that SQL `fetch()` cannot be used to prob
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,12 @@ class FetchPolicy:
         uri = uri if uri is not None else str(path)
         if not self.allow_local:
             raise AccessDeniedError(f"local file access is disabled: {uri}", uri=uri)
-        real = Path(path).expanduser().resolve()
+        try:
+            real = Path(path).expanduser().resolve()
+            os.fsencode(real)  # a lone surrogate cannot name a file
+            real.exists()  # raises for a name the OS refuses outright (too long)
+        except (ValueError, RuntimeError, OSError) as exc:  # a NUL byte, an unencodable or overlong name, a loop
+            raise FetchError(f"not a usable file path {uri[:200]!r}: {exc}", uri=uri[:200]) from None
         if self.allowed_roots is not None and not any(real.is_relative_to(root) for root in self.allowed_roots):
             roots = ", ".join(str(r) for r in self.allowed_roots)
             raise AccessDeniedError(f"path {uri} resolves to {real}, outside the allowed roots ({roots})", uri=uri)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from visiondb.errors import VisionDBError
+from visiondb.errors import FetchError, VisionDBError
 
 PACKAGE_VERSION = 1
 DEFAULT_LIBRARIES = ("visiondb", "numpy", "scikit-learn", "torch", "safetensors", "joblib", "pillow", "efficientnet-lite-pytorch")
@@ -110,6 +110,9 @@ def read_package(path: str | Path) -> Package:
             if "hashes.json" not in names:
                 raise VisionDBError(f"package {path.name}: missing hashes.json", file=str(path))
             hashes: dict[str, str] = json.loads(zf.read("hashes.json"))
+            if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+                raise VisionDBError(f"package {path.name}: hashes.json must map member names to sha256 digests",
+                                    file=str(path))
             data: dict[str, bytes] = {}
             for name in sorted(names - {"hashes.json"} - set(hashes)):
                 raise VisionDBError(f"package {path.name}: member {name} has no recorded sha256", file=str(path), member=name)
@@ -131,20 +134,29 @@ def read_package(path: str | Path) -> Package:
                 data[name] = blob
     except zipfile.BadZipFile as exc:
         raise VisionDBError(f"package {path.name}: not a readable zip archive ({exc})", file=str(path)) from None
-    config = json.loads(data["config.json"])
-    fmt = config.get("modelFormat", "")
-    model_name = _model_member(fmt)
-    if model_name not in data:
-        raise VisionDBError(f"package {path.name}: member {model_name} is missing", file=str(path), member=model_name)
-    return Package(
-        model_bytes=data[model_name],
-        model_format=fmt,
-        config=config,
-        manifest=json.loads(data["manifest.json"]),
-        metrics=json.loads(data["metrics.json"]),
-        requirements=data["requirements.txt"].decode(),
-        hashes=hashes,
-    )
+    except OSError as exc:  # missing, a folder, unreadable, a name too long
+        raise FetchError(f"package {path.name[:120]}: cannot read it ({exc.strerror or exc})", uri=str(path)[:300]) from None
+    except ValueError as exc:  # hashes.json is not JSON (or not UTF-8)
+        raise VisionDBError(f"package {path.name}: hashes.json is malformed ({exc})", file=str(path)) from None
+    try:
+        config = json.loads(data["config.json"])
+        if not isinstance(config, dict):
+            raise ValueError("config.json must hold an object")
+        fmt = config.get("modelFormat", "")
+        model_name = _model_member(fmt)
+        if model_name not in data:
+            raise VisionDBError(f"package {path.name}: member {model_name} is missing", file=str(path), member=model_name)
+        return Package(
+            model_bytes=data[model_name],
+            model_format=fmt,
+            config=config,
+            manifest=json.loads(data["manifest.json"]),
+            metrics=json.loads(data["metrics.json"]),
+            requirements=data["requirements.txt"].decode(),
+            hashes=hashes,
+        )
+    except (KeyError, ValueError) as exc:  # a member missing from hashes.json's list, or not JSON / UTF-8
+        raise VisionDBError(f"package {path.name}: a member is missing or malformed ({exc})", file=str(path)) from None
 
 
 def package_model(

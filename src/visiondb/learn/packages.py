@@ -60,8 +60,11 @@ def import_package(db: "VisionDB", path: str | Path, *, register_function: bool 
         local.write_bytes(data)
     package = read_package(local)
     config = dict(package.config)
-    name, version = config.pop("name"), int(config.pop("version"))
-    algorithm = config.pop("algorithm")
+    try:
+        name, version, algorithm = str(config.pop("name")), int(config.pop("version")), str(config.pop("algorithm"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VisionDBError(f"package {local.name}: config.json needs a name, an integer version and an algorithm"
+                            f" ({type(exc).__name__}: {exc})", file=str(local)) from None
     config.pop("modelFormat", None)
     config.pop("packageVersion", None)
     config["algorithm"] = algorithm

@@ -14,6 +14,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, QueryError, TrainingError
+from ..sql.statements import require_one_statement
 from .inputs import content_hashes, feature_matrix, image_bytes, list_column_matrix, row_names
 from .packages import package_target
 
@@ -100,6 +101,8 @@ class TrainingData:
 
 
 def run_query(db: Any, query: str, field: str) -> pa.Table:
+    """The rows of `query` (one statement) as Arrow; errors name `field`."""
+    require_one_statement(db, query, field)
     try:
         return db.cursor().execute(query).to_arrow_table()
     except duckdb.Error as exc:

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Literal
 import duckdb
 
 from ..errors import QueryError
+from .statements import require_one_statement
 
 # how a select list carries the source's row-name column:
 # kept (a plain star, or the column itself under its own name), renamed (the column, spelt in another case),
@@ -32,6 +33,7 @@ class SelectShape:
 
 def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     """Parse `query` (DuckDB's parser) into the facts a transform decides its path on."""
+    require_one_statement(con, query, "inputData")
     row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchall()[0]
     tree = json.loads(row[0])
     if tree.get("error"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import QueryError
+from ..errors import ConfigError, QueryError
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 SHOW_PRAGMAS = re.compile(
@@ -34,3 +34,15 @@ def is_read_only(db: Any, sql: str) -> bool:
         inner = EXPLAIN_PREFIX.sub("", stmt.query or "", count=1)
         return inner != (stmt.query or "") and is_read_only(db, inner)
     return kind == "PRAGMA" and bool(SHOW_PRAGMAS.match(stmt.query or ""))
+
+
+def require_one_statement(db: Any, sql: str, field: str) -> None:
+    """ConfigError naming `field` unless `sql` holds exactly one statement (an empty or `;` query has none, and
+    DuckDB would answer it with no result at all); QueryError when it does not parse."""
+    try:
+        count = len(db.cursor().extract_statements(sql))
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error in {field}: {exc}", field=field) from None
+    if count != 1:
+        what = "is empty" if count == 0 else f"holds {count} statements"
+        raise ConfigError(f"{field} {what}: give one query, e.g. SELECT ... FROM <table>", field=f"params.{field}")
