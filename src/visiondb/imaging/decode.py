@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from visiondb.errors import ImageDecodeError
 
@@ -38,8 +39,20 @@ _EXIF_ORIENTATION = 0x0112
 _WHITE = (255, 255, 255)
 
 
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
 def _describe_non_image(data: bytes) -> str:
-    """Guess what non-image bytes are, for an error message that helps the user."""
+    """Guess what bytes no Pillow plugin accepted are, for an error message that helps the user."""
+    prefix = bytes(data[:12])
+    for signature, name in _SIGNATURES:
+        if prefix.startswith(signature):  # Pillow's plugins reject a header they fail to parse as "not this format"
+            return f"corrupt image: {name} signature but a header Pillow cannot parse"
+    if prefix[:4] == b"RIFF" and prefix[8:12] == b"WEBP":
+        return "corrupt image: WEBP signature but a header Pillow cannot parse"
     head = data[:512].lstrip()
     lowered = head.lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg", b"<")):
@@ -53,20 +66,55 @@ def _describe_non_image(data: bytes) -> str:
     return "not an image: looks like text"
 
 
+_MALFORMED = (SyntaxError, IndexError, TypeError, struct.error, OverflowError)
+"""What Pillow's pure-Python format parsers raise on malformed headers and frame records besides OSError, ValueError
+and EOFError: a short record read past its end (IndexError, struct.error), a tag of the wrong type (TypeError: a
+RATIONAL strip offset, an XMP tag holding a number), an offset beyond what a C seek takes (OverflowError). `Image.open`
+itself takes the first four as "not this format" while it tries plugins; once one has accepted the file they escape
+from `load`. Only calls into Pillow are wrapped, so a caller's wrong argument still raises its TypeError."""
+
+
+def _plugin_format(exc: BaseException) -> str:
+    """The format whose Pillow plugin raised `exc` ("DDS" from DdsImagePlugin.py), or "image" when none did."""
+    tb, name = exc.__traceback__, "image"
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("PIL.") and module.endswith("ImagePlugin"):
+            name = module[4:-len("ImagePlugin")].upper()
+        tb = tb.tb_next
+    return name
+
+
+def _parse_error(img: Image.Image | None, exc: BaseException) -> ImageDecodeError:
+    """The ImageDecodeError for an exception Pillow raised while opening (`img` None) or loading untrusted bytes."""
+    fmt = img.format if img is not None and img.format else _plugin_format(exc)
+    text = str(exc) or ("unexpected end of data" if isinstance(exc, EOFError) else type(exc).__name__)
+    if isinstance(exc, (MemoryError, Image.DecompressionBombError)):
+        size = f" {img.size[0]}x{img.size[1]}" if img is not None else ""
+        return ImageDecodeError(f"image too large: {fmt}{size} needs more memory than Pillow can allocate ({text})")
+    if isinstance(exc, NotImplementedError):
+        return ImageDecodeError(f"unsupported image: {fmt} variant Pillow cannot decode ({text})")
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        return ImageDecodeError(f"corrupt image: {text}")  # Pillow's own diagnosis ("broken PNG file")
+    # a Python error from deep in a plugin ("index out of range"): say which format's data it choked on
+    return ImageDecodeError(f"corrupt image: malformed {fmt} data ({type(exc).__name__}: {text})")
+
+
 def _open(data: bytes) -> Image.Image:
     """Open (header only) and enforce the pixel limit; raise ImageDecodeError with the cause."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(stream)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(_describe_non_image(data)) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"corrupt image: {exc}") from exc
+    except (OSError, ValueError, EOFError, RuntimeError, MemoryError) + _MALFORMED as exc:
+        raise _parse_error(None, exc) from exc
     _check_size(*img.size)
     return img
 
@@ -188,14 +236,18 @@ def _jpeg_decode_error(data: bytes, text: str) -> ImageDecodeError:
 
 
 def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (2..8) to an HWC array, returning a C-contiguous upright copy."""
+    """Apply an EXIF orientation (2..8) to an HWC array, returning a C-contiguous upright copy (1: `arr` itself)."""
+    if orientation not in _ORIENTATION_FIX:
+        return arr
     if orientation in (5, 6, 7, 8):
         arr = arr.transpose(1, 0, 2)  # transpose: then flip to rotate
     if orientation in (2, 3, 6, 7):
         arr = arr[:, ::-1]
     if orientation in (3, 4, 7, 8):
         arr = arr[::-1]
-    return np.ascontiguousarray(arr)
+    # copy(), not ascontiguousarray: a flip along a length-1 axis (1xN, Nx1, 1x1 images) already counts as
+    # contiguous, so ascontiguousarray would return the view with its negative stride, which torch.from_numpy rejects
+    return arr.copy()
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,31 +263,75 @@ def _lab_to_rgb(img: Image.Image) -> Image.Image:
     return _lab_to_srgb().apply(img)
 
 
+_BLOCK = 1 << 18
+"""Pixels per block in `_float_to_8bit`: float64 temporaries of 2 MB instead of several of the whole image."""
+
+
+@functools.lru_cache(maxsize=1)
+def _lut16() -> np.ndarray:
+    """round(v / 257) as uint8 for every 16-bit value v: the float formula's exact result (v / 257 is never a half)."""
+    return np.rint(np.arange(65536) / 257.0).astype(np.uint8)
+
+
 def _to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
     """Map one-channel 16/32-bit int or float pixels to uint8. 16-bit modes divide by 257; float images whose
     finite values all lie in [0, 1] scale by 255; otherwise values up to 255 stay as they are and larger ranges
-    are read as 16-bit (/257). Clipped to 0..255; NaN and infinities as 0."""
-    if mode == "F":
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-        if arr.size and arr.min() >= 0 and arr.max() <= 1:
-            arr = arr * 255.0
-    if mode.startswith("I;16") or arr.max(initial=0) > 255:
-        arr = arr / 257.0
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    are read as 16-bit (/257). Clipped to 0..255; NaN and infinities as 0.
+
+    Integers go through a lookup table, floats through 2 MB float64 blocks: the pixels the whole-image float64
+    formula gives, without its five image-sized float64 temporaries (8 s and 3 GB for a 100-megapixel float TIFF)."""
+    if arr.dtype.kind == "f":
+        return _float_to_8bit(arr)
+    if mode.startswith("I;16"):
+        return _lut16()[arr]
+    if arr.max(initial=0) > 255:
+        return _lut16()[np.clip(arr, 0, 65535)]  # rint(v / 257) clipped to 255 is 255 above 65535, 0 below 0
+    return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _float_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """`_to_8bit` for float pixels, one block at a time: a pass for the range of the finite values, then one to map."""
+    flat = arr.reshape(-1)
+    out = np.empty(flat.size, np.uint8)
+    starts = range(0, flat.size, _BLOCK)
+    lo = hi = None
+    with np.errstate(invalid="ignore"):  # signalling NaNs from the file flag FE_INVALID when widened; they map to 0
+        for start in starts:  # widening to float64 keeps the order, so the range can be taken at the stored precision
+            block = np.nan_to_num(flat[start:start + _BLOCK], nan=0.0, posinf=0.0, neginf=0.0)
+            lo = block.min() if lo is None else min(lo, block.min())
+            hi = block.max() if hi is None else max(hi, block.max())
+        unit = lo is not None and lo >= 0 and hi <= 1
+        for start in starts:
+            block = flat[start:start + _BLOCK].astype(np.float64)
+            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            if unit:
+                block *= 255.0
+            elif hi is not None and hi > 255:
+                block /= 257.0
+            out[start:start + _BLOCK] = np.clip(np.rint(block, out=block), 0, 255, out=block)
+    return out.reshape(arr.shape)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image | np.ndarray:
     """Convert any Pillow mode to 8-bit RGB: alpha and colour keys composited on white, 16-bit and float scaled
-    (see `_to_8bit`), palettes expanded, LAB colour-converted."""
+    (see `_to_8bit`, whose grey comes back as an HWC array rather than through an "L" image), palettes expanded,
+    LAB colour-converted."""
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        grey = _to_8bit(np.asarray(img, dtype=np.float64), mode)
-        return Image.fromarray(grey, "L").convert("RGB")
+        grey = _to_8bit(np.asarray(img), mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
     if mode == "LAB":
         return _lab_to_rgb(img)
+    if mode == "P" and "transparency" not in img.info and img.palette is not None and img.palette.mode == "RGB":
+        return img.convert("RGB")  # opaque palette: compositing on white would change nothing (3 passes fewer)
     if mode == "P" or mode == "PA" or "transparency" in img.info:
+        alphas = img.info.get("transparency")
+        if mode == "P" and isinstance(alphas, bytes) and len(alphas) > 256:
+            # a PNG tRNS longer than any palette (the spec forbids it): Pillow's convert raises ValueError
+            # "palette index out of range"; alphas past entry 255 belong to no colour, so drop them
+            img.info["transparency"] = alphas[:256]
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "La", "RGBa"):
@@ -246,7 +342,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _decode(data: bytes, min_side: int | None) -> np.ndarray | Image.Image:
-    """Upright RGB pixels: an HWC uint8 array from the JPEG fast paths, else an RGB Pillow image."""
+    """Upright RGB pixels: an HWC uint8 array from the JPEG fast paths and high-bit-depth greys, else an RGB
+    Pillow image."""
     direct = _decode_jpeg_direct(data, min_side)
     if direct is not None:
         return direct
@@ -258,27 +355,22 @@ def _decode(data: bytes, min_side: int | None) -> np.ndarray | Image.Image:
         if min_side:
             img.draft("RGB", (min_side, min_side))
     try:
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        img.load()
-    except OSError as exc:
-        if "truncated" in str(exc).lower():
-            raise ImageDecodeError(f"truncated image data: {exc}") from exc
+        img.load()  # the first frame: Image.open leaves every multi-frame format there, later frames are never parsed
+    except (OSError, ValueError, EOFError, RuntimeError, MemoryError, Image.DecompressionBombError) + _MALFORMED as exc:
         raise _load_error(img, data, exc) from exc
-    except (SyntaxError, ValueError, EOFError) as exc:
-        raise _load_error(img, data, exc) from exc
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
-        pass
+    orientation = _orientation(img)  # malformed EXIF reads as 1: the pixels as stored
+    if orientation != 1:  # (ImageOps.exif_transpose would copy the whole image even when nothing turns)
+        img = img.transpose(_ORIENTATION_FIX[orientation])
     return _to_rgb(img)
 
 
 def _load_error(img: Image.Image, data: bytes, exc: Exception) -> ImageDecodeError:
     """The error for pixels Pillow failed to load: JPEGs cut short are reported as truncated."""
-    if img.format == "JPEG":
+    if isinstance(exc, OSError) and "truncated" in str(exc).lower():
+        return ImageDecodeError(f"truncated image data: {exc}")
+    if img.format == "JPEG" and isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
         return _jpeg_decode_error(data, str(exc))
-    return ImageDecodeError(f"corrupt image: {exc}")
+    return _parse_error(img, exc)
 
 
 def decode_array(data: bytes, min_side: int | None = None) -> np.ndarray:

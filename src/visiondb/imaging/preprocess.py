@@ -30,7 +30,7 @@ def _resample(pixels: np.ndarray, height: int, width: int, interpolation: str) -
     if interpolation == "lanczos":
         img = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
         return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS))
-    if not pixels.flags.writeable:
+    if not pixels.flags.writeable or min(pixels.strides) < 0:  # torch.from_numpy takes neither (e.g. np.fliplr views)
         pixels = pixels.copy()
     x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
     with torch_on_this_thread():  # one photo is too small to share: a thread team costs more CPU than it saves
