@@ -8,21 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.images import encode, gradient
 from visiondb.errors import ImageDecodeError
 from visiondb.imaging import decode as decode_mod
 from visiondb.imaging.decode import decode_rgb, probe_image
-
-
-def _save(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-def _gradient(w: int = 64, h: int = 48) -> Image.Image:
-    y, x = np.mgrid[0:h, 0:w]
-    arr = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=-1).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
 
 
 def test_probe_real_jpeg(clothing_photos: list[bytes]) -> None:
@@ -41,20 +30,20 @@ def test_reduced_decode_keeps_shorter_side(clothing_photos: list[bytes]) -> None
 
 
 def test_exotic_modes_become_rgb(tmp_path: Path) -> None:
-    base = _gradient()
+    base = gradient()
     rgba = base.convert("RGBA")
     alpha = np.zeros((48, 64), np.uint8)
     alpha[:, 32:] = 255
     rgba.putalpha(Image.fromarray(alpha, "L"))
     grey16 = Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257)
     cases = {
-        "grey.png": _save(base.convert("L"), "PNG"),
-        "rgba.png": _save(rgba, "PNG"),
-        "grey16.png": _save(grey16, "PNG"),
-        "cmyk.jpg": _save(base.convert("CMYK"), "JPEG", quality=95),
-        "palette.gif": _save(base.convert("P"), "GIF"),
-        "palette_transparent.png": _save(base.convert("P"), "PNG", transparency=0),
-        "grey.jpg": _save(base.convert("L"), "JPEG"),
+        "grey.png": encode(base.convert("L"), "PNG"),
+        "rgba.png": encode(rgba, "PNG"),
+        "grey16.png": encode(grey16, "PNG"),
+        "cmyk.jpg": encode(base.convert("CMYK"), "JPEG", quality=95),
+        "palette.gif": encode(base.convert("P"), "GIF"),
+        "palette_transparent.png": encode(base.convert("P"), "PNG", transparency=0),
+        "grey.jpg": encode(base.convert("L"), "JPEG"),
     }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -72,12 +61,12 @@ def test_exotic_modes_become_rgb(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotation_comes_out_upright(orientation: int) -> None:
-    upright = _gradient(96, 64)
+    upright = gradient(96, 64)
     # what a camera stores for that orientation: the inverse rotation of the upright picture
     stored = {3: upright.rotate(180), 6: upright.rotate(90, expand=True), 8: upright.rotate(270, expand=True)}[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = _save(stored, "JPEG", quality=95, exif=exif.tobytes())
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
     for min_side in (None, 32):
         got = decode_rgb(data, min_side=min_side)
         assert got.size == (96, 64) if min_side is None else got.size[0] > got.size[1]
@@ -100,7 +89,7 @@ def test_truncated_jpeg_rejected(clothing_photos: list[bytes]) -> None:
 
 
 def test_truncated_png_rejected() -> None:
-    data = _save(_gradient(), "PNG")
+    data = encode(gradient(), "PNG")
     with pytest.raises(ImageDecodeError, match="truncated image data|corrupt image"):
         decode_rgb(data[: len(data) // 2])
 
@@ -119,8 +108,8 @@ def test_non_images(tmp_path: Path) -> None:
 
 
 def test_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _save(_gradient(64, 48), "PNG")
-    jpeg = _save(_gradient(64, 48), "JPEG")
+    data = encode(gradient(64, 48), "PNG")
+    jpeg = encode(gradient(64, 48), "JPEG")
     monkeypatch.setattr(decode_mod, "MAX_PIXELS", 1000)
     with pytest.raises(ImageDecodeError, match="image too large: 64x48"):
         probe_image(data)
@@ -131,7 +120,7 @@ def test_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_plain_jpegs_skip_pillow_with_the_same_pixels(clothing_photos: list[bytes]) -> None:
     """YCbCr and greyscale JPEGs without EXIF decode without Pillow's parser, to the pixels the Pillow-opened
     path gives; CMYK and EXIF-tagged ones are left to Pillow."""
-    grey = _save(_gradient().convert("L"), "JPEG")
+    grey = encode(gradient().convert("L"), "JPEG")
     for data in [*clothing_photos, grey]:
         for min_side in (None, 256):
             direct = decode_mod._decode_jpeg_direct(data, min_side)
@@ -140,8 +129,8 @@ def test_plain_jpegs_skip_pillow_with_the_same_pixels(clothing_photos: list[byte
             assert np.array_equal(direct, opened)
     exif = Image.Exif()
     exif[0x0112] = 6
-    assert decode_mod._decode_jpeg_direct(_save(_gradient(), "JPEG", exif=exif.tobytes()), None) is None
-    assert decode_mod._decode_jpeg_direct(_save(_gradient().convert("CMYK"), "JPEG"), None) is None
+    assert decode_mod._decode_jpeg_direct(encode(gradient(), "JPEG", exif=exif.tobytes()), None) is None
+    assert decode_mod._decode_jpeg_direct(encode(gradient().convert("CMYK"), "JPEG"), None) is None
     garbage = b"\xff\xd8\xff" + np.random.default_rng(1).bytes(2048)
     with pytest.raises(ImageDecodeError, match="corrupt image|not an image"):
         decode_rgb(garbage)  # a JPEG signature over junk still gets Pillow's diagnosis
@@ -175,7 +164,7 @@ def test_resampling_stays_on_the_calling_thread() -> None:
 
 def _tiff_pixel(img: Image.Image, tmp_path: Path, name: str) -> np.ndarray:
     """Save `img` as a TIFF under tmp_path and decode it back to an RGB array."""
-    (tmp_path / name).write_bytes(_save(img, "TIFF"))
+    (tmp_path / name).write_bytes(encode(img, "TIFF"))
     return np.asarray(decode_rgb((tmp_path / name).read_bytes()), int)
 
 
@@ -201,11 +190,11 @@ def test_rgb_colour_key_composited_on_white(tmp_path: Path) -> None:
     arr = np.zeros((8, 8, 3), np.uint8)
     arr[:, :4] = (255, 0, 0)
     arr[:, 4:] = (0, 0, 255)
-    (tmp_path / "keyed.png").write_bytes(_save(Image.fromarray(arr, "RGB"), "PNG", transparency=(255, 0, 0)))
+    (tmp_path / "keyed.png").write_bytes(encode(Image.fromarray(arr, "RGB"), "PNG", transparency=(255, 0, 0)))
     got = np.asarray(decode_rgb((tmp_path / "keyed.png").read_bytes()))
     assert (got[:, :4] == 255).all()
     assert np.array_equal(got[:, 4:], arr[:, 4:])
-    assert np.array_equal(np.asarray(decode_rgb(_save(Image.fromarray(arr, "RGB"), "PNG"))), arr)
+    assert np.array_equal(np.asarray(decode_rgb(encode(Image.fromarray(arr, "RGB"), "PNG"))), arr)
 
 
 def test_lab_tiff_converts_to_srgb(tmp_path: Path) -> None:
@@ -215,14 +204,14 @@ def test_lab_tiff_converts_to_srgb(tmp_path: Path) -> None:
     grey = _tiff_pixel(Image.new("LAB", (8, 8), (128, 128, 128)), tmp_path, "grey.tif")  # L*=50, a*=b*=0
     assert (grey == grey[..., :1]).all() and abs(int(grey[0, 0, 0]) - 119) <= 1
     to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
-    base = _gradient()
+    base = gradient()
     got = _tiff_pixel(to_lab.apply(base), tmp_path, "gradient.tif")
     assert np.abs(got - np.asarray(base, int)).mean() < 3
 
 
 def _progressive_cut_in_huffman_table(img: Image.Image, **kwargs: object) -> tuple[bytes, int]:
     """A progressive JPEG of `img` and the offset of the middle of its first Huffman table after a scan."""
-    data = _save(img, "JPEG", progressive=True, **kwargs)
+    data = encode(img, "JPEG", progressive=True, **kwargs)
     return data, data.index(b"\xff\xc4", data.index(b"\xff\xda")) + 6
 
 
@@ -232,14 +221,14 @@ def test_truncated_progressive_jpeg_reported_as_truncated() -> None:
     exif = Image.Exif()
     exif[0x0112] = 1
     for kwargs in ({}, {"exif": exif.tobytes()}):  # Pillow-free path, then the Pillow-opened one
-        data, cut = _progressive_cut_in_huffman_table(_gradient(), **kwargs)
+        data, cut = _progressive_cut_in_huffman_table(gradient(), **kwargs)
         for min_side in (None, 16):
             with pytest.raises(ImageDecodeError, match="^truncated image data: "):
                 decode_rgb(data[:cut], min_side=min_side)
-    data, cut = _progressive_cut_in_huffman_table(_gradient().convert("CMYK"))
+    data, cut = _progressive_cut_in_huffman_table(gradient().convert("CMYK"))
     with pytest.raises(ImageDecodeError, match="^truncated image data: "):
         decode_rgb(data[:cut])
-    data, cut = _progressive_cut_in_huffman_table(_gradient())
+    data, cut = _progressive_cut_in_huffman_table(gradient())
     damaged = data[:cut - 2] + b"\xff" * 24 + data[cut + 22:]
     with pytest.raises(ImageDecodeError, match="^corrupt image: "):
         decode_rgb(damaged)

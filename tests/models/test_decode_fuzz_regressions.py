@@ -11,22 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from tests.support.images import encode, gradient
 from visiondb.errors import ImageDecodeError
 from visiondb.imaging import decode as decode_mod
 from visiondb.imaging.decode import decode_array, decode_rgb, probe_image
 from visiondb.imaging.preprocess import EFFICIENTNET, IMAGENET_224
-
-
-def _save(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-def _gradient(w: int = 16, h: int = 12) -> Image.Image:
-    y, x = np.mgrid[0:h, 0:w]
-    arr = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=-1).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -97,7 +86,7 @@ def test_exif_flip_of_one_pixel_wide_jpeg_gives_positive_strides(size: tuple[int
     for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
-        data = _save(_gradient(*size), "JPEG", exif=exif.tobytes())
+        data = encode(gradient(*size), "JPEG", exif=exif.tobytes())
         for min_side in (None, 256):
             arr = decode_array(data, min_side)
             assert arr.flags.c_contiguous
@@ -129,7 +118,7 @@ def _gif_tail_cases() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("case", list(_gif_tail_cases()))
 def test_gif_with_broken_second_frame_decodes_the_first(case: str) -> None:
-    single = _save(_gradient().convert("P"), "GIF")
+    single = encode(gradient(16, 12).convert("P"), "GIF")
     assert single.endswith(b"\x00;")  # the first frame's block terminator, then the trailer
     data = single[:-1] + _gif_tail_cases()[case]
     expected = decode_array(single)
@@ -140,8 +129,8 @@ def test_gif_with_broken_second_frame_decodes_the_first(case: str) -> None:
 
 def test_tiff_with_broken_second_page_decodes_the_first() -> None:
     """Page 2 lacks its ImageWidth tag: Pillow's TypeError("Missing dimensions") came out of the frame count."""
-    pages = [_gradient(), _gradient().rotate(180)]
-    data = bytearray(_save(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
+    pages = [gradient(16, 12), gradient(16, 12).rotate(180)]
+    data = bytearray(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
     first = struct.unpack_from("<I", data, 4)[0]
     second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
     for k in range(struct.unpack_from("<H", data, second)[0]):
@@ -179,7 +168,7 @@ def test_tiff_xmp_tag_holding_a_number() -> None:
 
 
 def _png_with(chunk: bytes, before_idat: bool) -> bytes:
-    png = _save(_gradient(), "PNG")
+    png = encode(gradient(16, 12), "PNG")
     at = png.index(b"IDAT") - 4 if before_idat else png.index(b"IEND") - 4
     return png[:at] + chunk + png[at:]
 
@@ -200,7 +189,7 @@ def test_png_palette_with_more_than_256_alphas() -> None:
     range"); the alphas past entry 255 belong to no colour and are dropped."""
     img = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "P")
     img.putpalette([255, 0, 0, 0, 0, 255])  # 2 colours: red, blue
-    png = _save(img, "PNG")
+    png = encode(img, "PNG")
     at = png.index(b"IDAT") - 4
     data = png[:at] + _png_chunk(b"tRNS", bytes([0, 255]) + bytes(range(7, 255)) * 2) + png[at:]  # 498 alphas
     arr = decode_array(data)
@@ -213,7 +202,7 @@ def test_opaque_palette_same_pixels_as_compositing() -> None:
     img = Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8), "P")
     img.putpalette(rng.integers(0, 256, 600, dtype=np.uint8).tobytes())  # 200 colours: higher indices are black
     for fmt in ("PNG", "GIF", "BMP"):
-        data = _save(img, fmt)
+        data = encode(img, fmt)
         ref = Image.open(io.BytesIO(data)).convert("RGBA")
         ref = Image.alpha_composite(Image.new("RGBA", ref.size, (255, 255, 255, 255)), ref).convert("RGB")
         assert np.array_equal(decode_array(data), np.asarray(ref)), fmt
@@ -223,7 +212,7 @@ def test_opaque_palette_same_pixels_as_compositing() -> None:
 
 
 def test_dds_with_unknown_pixel_format() -> None:
-    data = bytearray(_save(_gradient(8, 8).convert("RGBA"), "DDS"))
+    data = bytearray(encode(gradient(8, 8).convert("RGBA"), "DDS"))
     struct.pack_into("<I", data, 80, 0x80)  # DDS_PIXELFORMAT.dwFlags: no known flag
     for fn in (probe_image, decode_array):
         with pytest.raises(ImageDecodeError, match=r"^unsupported image: DDS variant Pillow cannot decode"):
@@ -233,7 +222,7 @@ def test_dds_with_unknown_pixel_format() -> None:
 @pytest.mark.skipif(not features.check("avif"), reason="Pillow built without AVIF")
 def test_avif_with_corrupt_payload() -> None:
     """libavif's failures come out of Pillow as RuntimeError."""
-    data = _save(_gradient(), "AVIF")
+    data = encode(gradient(16, 12), "AVIF")
     at = data.index(b"mdat") + 4
     broken = data[:at] + bytes(len(data) - at)
     with pytest.raises(ImageDecodeError, match=r"^corrupt image: malformed AVIF data \(RuntimeError: "):
@@ -304,23 +293,23 @@ def test_float_tiff_with_signalling_nans() -> None:
 
 
 def _seeds() -> list[bytes]:
-    base = _gradient(24, 16)
+    base = gradient(24, 16)
     rgba = base.convert("RGBA")
     exif = Image.Exif()
     exif[0x0112] = 6
     frames = [base, base.rotate(180)]
     return [
-        _save(base, "JPEG", exif=exif.tobytes()),
-        _save(base, "JPEG", progressive=True),
-        _save(base.convert("CMYK"), "JPEG"),
-        _save(rgba, "PNG"),
-        _save(base.convert("P"), "PNG", transparency=0),
-        _save(base.convert("P"), "GIF", save_all=True, append_images=[f.convert("P") for f in frames[1:]]),
-        _save(base, "TIFF", save_all=True, append_images=frames[1:], exif=exif.tobytes()),
-        _save(Image.fromarray(np.linspace(0, 1, 24 * 16, dtype=np.float32).reshape(16, 24), "F"), "TIFF"),
-        _save(rgba, "WEBP", lossless=True),
-        _save(base, "BMP"),
-        _save(rgba, "ICO", sizes=[(16, 16)]),
+        encode(base, "JPEG", exif=exif.tobytes()),
+        encode(base, "JPEG", progressive=True),
+        encode(base.convert("CMYK"), "JPEG"),
+        encode(rgba, "PNG"),
+        encode(base.convert("P"), "PNG", transparency=0),
+        encode(base.convert("P"), "GIF", save_all=True, append_images=[f.convert("P") for f in frames[1:]]),
+        encode(base, "TIFF", save_all=True, append_images=frames[1:], exif=exif.tobytes()),
+        encode(Image.fromarray(np.linspace(0, 1, 24 * 16, dtype=np.float32).reshape(16, 24), "F"), "TIFF"),
+        encode(rgba, "WEBP", lossless=True),
+        encode(base, "BMP"),
+        encode(rgba, "ICO", sizes=[(16, 16)]),
     ]
 
 

@@ -2,8 +2,10 @@
 SQLite files under the fetch policy's allowed roots."""
 from __future__ import annotations
 
+import contextlib
 import decimal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -41,12 +43,23 @@ def test_decimals_wider_in_later_chunks(remote_url: str, table_name: str) -> Non
         engine.dispose()
 
 
-def test_empty_result_creates_or_replaces_the_output(remote_url: str, table_name: str) -> None:
-    engine = sa.create_engine(remote_url)
+@contextlib.contextmanager
+def remote_table(url: str, name: str, columns: str, values: str) -> Iterator[None]:
+    """A table `name` with `values` in the remote database for the block, dropped after it."""
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INT, v VARCHAR(10))"))
-        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1, 'a'), (2, 'b')"))
+        conn.execute(sa.text(f"CREATE TABLE {name} ({columns})"))
+        conn.execute(sa.text(f"INSERT INTO {name} VALUES {values}"))
     try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        engine.dispose()
+
+
+def test_empty_result_creates_or_replaces_the_output(remote_url: str, table_name: str) -> None:
+    with remote_table(remote_url, table_name, "id INT, v VARCHAR(10)", "(1, 'a'), (2, 'b')"):
         db = visiondb.connect()
         none = f"SELECT id, v FROM {table_name} WHERE id > 100"
         assert _import(db, none, remote_url)["rowCount"] == 0
@@ -54,10 +67,6 @@ def test_empty_result_creates_or_replaces_the_output(remote_url: str, table_name
         assert _import(db, f"SELECT id, v FROM {table_name}", remote_url)["rowCount"] == 2
         assert _import(db, none, remote_url)["rowCount"] == 0  # the earlier rows are replaced, not kept
         assert db.sql("SELECT count(*) FROM o").fetchall() == [(0,)]
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP TABLE {table_name}"))
-        engine.dispose()
 
 
 def test_mixed_types_name_the_column(tmp_path: Path) -> None:
@@ -98,11 +107,7 @@ def test_sqlite_files_obey_allowed_roots(tmp_path: Path) -> None:
 
 def test_a_failed_query_keeps_the_last_runs_tables(remote_url: str, table_name: str) -> None:
     """A query that fails (missing table, refused login) replaces nothing: no new empty `<out>_errors` table either."""
-    engine = sa.create_engine(remote_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INT)"))
-        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1), (2)"))
-    try:
+    with remote_table(remote_url, table_name, "id INT", "(1), (2)"):
         db = visiondb.connect()
         assert _import(db, f"SELECT id FROM {table_name}", remote_url)["rowCount"] == 2
         db.sql("INSERT INTO o_errors (_rowName, cause) VALUES ('x', 'kept from the last run')")
@@ -114,10 +119,6 @@ def test_a_failed_query_keeps_the_last_runs_tables(remote_url: str, table_name: 
         with pytest.raises(QueryError):
             _import(fresh, f"SELECT id FROM {table_name}_missing", remote_url)
         assert not fresh.table_exists("o_errors") and not fresh.table_exists("o")
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP TABLE {table_name}"))
-        engine.dispose()
 
 
 @pytest.mark.parametrize("rows", [0, 2**63])

@@ -1,0 +1,21 @@
+"""Small images built in code for decode tests: encoded bytes of any Pillow format, and an RGB gradient."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    """`img` saved in `fmt` (Pillow's format name and save options), as bytes."""
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def gradient(w: int = 64, h: int = 48) -> Image.Image:
+    """A w x h RGB gradient: every pixel differs, so flips and rotations show."""
+    y, x = np.mgrid[0:h, 0:w]
+    arr = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=-1).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
