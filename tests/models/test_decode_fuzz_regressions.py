@@ -17,6 +17,8 @@ from visiondb.imaging import decode as decode_mod
 from visiondb.imaging.decode import decode_array, decode_rgb, probe_image
 from visiondb.imaging.preprocess import EFFICIENTNET, IMAGENET_224
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about each corrupt input it reads
+
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
