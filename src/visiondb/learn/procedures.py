@@ -16,7 +16,7 @@ from ..core.runs import RunContext
 from ..errors import ConfigError, QueryError, TrainingError
 from ..sql.statements import require_one_statement
 from .inputs import content_hashes, feature_matrix, image_bytes, list_column_matrix, row_names
-from .packages import package_target
+from .packages import export_model, package_target
 
 
 class DatasetFold(BaseModel):
@@ -224,8 +224,6 @@ class ClassifierExperiment(Procedure):
             if fold.history:
                 entry["history"] = fold.history
             if p.modelFileUrlPattern:
-                from .packages import export_model
-
                 path = p.modelFileUrlPattern.replace("$fold", str(k)).replace("$runid", ctx.run_id)
                 export_model(db, f"{name}:{version}", path, "params.modelFileUrlPattern")
                 entry["modelFileUrl"] = path
@@ -279,8 +277,6 @@ class ClassifierTrain(Procedure):
         procedure = {"type": self.type_name, "params": p.model_dump(mode="json")}
         version = save_and_register(db, p.functionName, model, p, data, kept, None, {}, procedure)
         if p.modelFileUrl:
-            from .packages import export_model
-
             export_model(db, f"{p.functionName}:{version}", p.modelFileUrl, "params.modelFileUrl")
         return {"functionName": p.functionName, "modelVersion": version, "trainRows": int(len(kept)),
                 "labels": [str(c) for c in model.classes_], "history": getattr(model, "history", None)}
