@@ -105,7 +105,8 @@ def test_lone_surrogates_in_configs_name_the_field(db, config, field):
     assert err.value.details["field"] == field and "surrogate" in err.value.message
 
 
-@pytest.mark.parametrize("query", ["", "  ;  ", "SELECT 1; SELECT 2"])
+@pytest.mark.parametrize("query", ["", "  ;  ", "SELECT 1; SELECT 2", "INSERT INTO t VALUES ([0.0], 'b') RETURNING *",
+                                   "CREATE TABLE u AS SELECT 1", "PRAGMA show_tables"])
 def test_input_data_must_be_one_query(db, query):
     db.sql("CREATE TABLE t AS SELECT [1.0, 2.0]::FLOAT[] AS features, 'a' AS label")
     for config in ({"type": "transform", "params": {"inputData": query, "outputDataset": "o"}},
@@ -114,3 +115,13 @@ def test_input_data_must_be_one_query(db, query):
         with pytest.raises(ConfigError) as err:
             db.procedures.put("p", config)
         assert err.value.details["field"] == "params.inputData" and "one query" in err.value.message
+    assert db.sql("SELECT count(*) FROM t").fetchone() == (1,) and not db.table_exists("u")  # nothing ran
+
+
+def test_queries_of_every_read_form_are_input_data(db):
+    db.sql("CREATE TABLE t AS SELECT range AS i, range % 2 AS k FROM range(4)")
+    for i, query in enumerate(("FROM t SELECT i", "VALUES (1), (2)", "SHOW TABLES", "UNPIVOT t ON k INTO NAME n VALUE v",
+                               "(SELECT 1 AS a) UNION ALL (SELECT 2)")):
+        status = db.procedures.put(f"p{i}", {"type": "transform", "params": {"inputData": query,
+                                                                             "outputDataset": f"o{i}"}})
+        assert status["status"]["firstRun"]["state"] == "finished"

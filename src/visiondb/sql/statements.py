@@ -36,13 +36,22 @@ def is_read_only(db: Any, sql: str) -> bool:
     return kind == "PRAGMA" and bool(SHOW_PRAGMAS.match(stmt.query or ""))
 
 
+QUERY_STATEMENTS = {"SELECT", "MULTI"}
+"""Statement kinds that only produce rows: SELECT (FROM-first, VALUES, SHOW, DESCRIBE, UNPIVOT too) and MULTI
+(PIVOT, which DuckDB plans as several statements)."""
+
+
 def require_one_statement(db: Any, sql: str, field: str) -> None:
-    """ConfigError naming `field` unless `sql` holds exactly one statement (an empty or `;` query has none, and
-    DuckDB would answer it with no result at all); QueryError when it does not parse."""
+    """ConfigError naming `field` unless `sql` is exactly one query: an empty or `;` query has no statement (DuckDB
+    would answer it with no result at all), and a write (`INSERT ... RETURNING`, `CREATE TABLE ... AS`) would run
+    again with every chunk and every resume. QueryError when it does not parse."""
     try:
-        count = len(db.cursor().extract_statements(sql))
+        statements = db.cursor().extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(f"SQL error in {field}: {exc}", field=field) from None
-    if count != 1:
-        what = "is empty" if count == 0 else f"holds {count} statements"
+    if len(statements) != 1:
+        what = "is empty" if not statements else f"holds {len(statements)} statements"
         raise ConfigError(f"{field} {what}: give one query, e.g. SELECT ... FROM <table>", field=f"params.{field}")
+    kind = statements[0].type.name
+    if kind not in QUERY_STATEMENTS:
+        raise ConfigError(f"{field} must be one query (SELECT ...), not a {kind} statement", field=f"params.{field}")
