@@ -10,12 +10,12 @@ credentials (an `import.sql` connection URL with its password), which REST shows
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import QueryError
+from ..sql.ast import sql_tree
 from .errors import ForbiddenError
 
 SAFE_TABLE_FUNCTIONS = frozenset({
@@ -45,8 +45,7 @@ _side_effects_lock = threading.Lock()
 
 def check_read_tree(db: Any, sql: str) -> None:
     """Refuse `sql` (one read statement) if it reaches files, runs nested SQL or changes state; 403/400."""
-    row = db.cursor().execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()
-    tree = json.loads(row[0][0])
+    tree = sql_tree(db.cursor(), sql)
     if tree.get("error"):
         raise QueryError(f"SQL error: {tree.get('error_message')}", query=sql)
     _Walker(db, sql).visit(tree.get("statements", []), frozenset())

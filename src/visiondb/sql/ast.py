@@ -31,11 +31,15 @@ class SelectShape:
     tables: list[str] = field(default_factory=list)  # every base table the statement reads, anywhere in it
 
 
+def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
+    """DuckDB's parse tree of `sql` (json_serialize_sql); a parse failure is `error` / `error_message` in it."""
+    return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+
+
 def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     """Parse `query` (DuckDB's parser) into the facts a transform decides its path on."""
     require_one_statement(con, query, "inputData")
-    row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchall()[0]
-    tree = json.loads(row[0])
+    tree = sql_tree(con, query)
     if tree.get("error"):
         raise QueryError(f"SQL error in inputData: {tree.get('error_message', 'cannot parse')}", field="inputData")
     # an unqualified reference to a CTE name reads the CTE, not a table
@@ -92,14 +96,20 @@ def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict) -> bool:
         return True
     if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
         return True  # DISTINCT, LIMIT, LIMIT PERCENT
-    own = {k: node.get(k) for k in ("select_list", "where_clause", "from_table")}
-    calls = []
-    for item in _walk(own, skip=frozenset({"SUBQUERY"})):
+    calls = _own_calls({k: node.get(k) for k in ("select_list", "where_clause", "from_table")})
+    return calls is None or (bool(calls) and _calls_need_all_rows(con, calls))
+
+
+def _own_calls(tree: Any) -> set[str] | None:
+    """Lower-case names of the functions `tree` calls outside its subqueries, or None when it holds a window or a
+    sample (rows that depend on each other whatever the functions are)."""
+    calls: set[str] = set()
+    for item in _walk(tree, skip=frozenset({"SUBQUERY"})):
         if item.get("class") == "WINDOW" or item.get("sample"):
-            return True
+            return None
         if item.get("class") == "FUNCTION":
-            calls.append(str(item.get("function_name", "")).lower())
-    return bool(calls) and _calls_need_all_rows(con, set(calls))
+            calls.add(str(item.get("function_name", "")).lower())
+    return calls
 
 
 def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], seen: frozenset[str] = frozenset()) -> bool:
@@ -117,16 +127,11 @@ def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], seen: 
     for (definition,) in rows:
         if not definition:
             continue
-        body = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [f"SELECT {definition}"]).fetchall()[0][0])
+        body = sql_tree(con, f"SELECT {definition}")
         if body.get("error"):
             return True  # a body we cannot read: reading every row at once is always correct
-        inner: set[str] = set()
-        for item in _walk(body.get("statements", []), skip=frozenset({"SUBQUERY"})):
-            if item.get("class") == "WINDOW":
-                return True
-            if item.get("class") == "FUNCTION":
-                inner.add(str(item.get("function_name", "")).lower())
-        if inner and _calls_need_all_rows(con, inner, seen):
+        inner = _own_calls(body.get("statements", []))
+        if inner is None or (inner and _calls_need_all_rows(con, inner, seen)):
             return True
     return False
 

@@ -1,7 +1,6 @@
 """`sql.expression`: a SQL expression as a named function (a DuckDB macro), e.g. features → scorer chains."""
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -9,6 +8,7 @@ from ..core.config import Params
 from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
 from ..errors import ConfigError
+from .ast import sql_tree
 from .udf import create_macro
 
 TRAILING_STAR = re.compile(r"\s+AS\s+\*\s*$", re.IGNORECASE)
@@ -50,8 +50,7 @@ class SqlExpression(Function):
 def free_identifiers(db: Any, expression: str) -> list[str]:
     """Column references of `SELECT <expression>`, found with DuckDB's own parser: lambda parameters (within
     their lambda) and the columns of subqueries are not arguments."""
-    row = db.cursor().execute("SELECT json_serialize_sql(?::VARCHAR)", ["SELECT " + expression]).fetchall()[0]
-    tree = json.loads(row[0])
+    tree = sql_tree(db.cursor(), "SELECT " + expression)
     if tree.get("error"):
         raise ConfigError(
             f"sql.expression: cannot parse expression: {tree.get('error_message')}", field="params.expression"
