@@ -243,8 +243,9 @@ class DatasetCollection(Collection):
         entity.create()
 
     def _remove_instance(self, id: str, dropping: bool = False) -> None:
-        if dropping and self.case_conflicts(id):  # an older catalog may hold `d` and `D`: both name one table
-            log.warning("dataset %r shares its table with %s: the table is kept", id, self.case_conflicts(id))
+        sharing = self.case_conflicts(id) if dropping else []
+        if sharing:  # an older catalog may hold `d` and `D`: both name one table
+            log.warning("dataset %r shares its table with %s: the table is kept", id, sharing)
             dropping = False
         if dropping:
             try:

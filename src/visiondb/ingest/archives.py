@@ -226,16 +226,16 @@ class ArchiveReader:
                 uri=f"{self.uri}#{member}",
             )
         with self._lock:
-            try:
-                if self._zip is not None:
-                    with self._zip.open(info) as f:  # type: ignore[arg-type]
-                        return read_capped(f, max_bytes + 1)
-                if self._tar is None:
-                    raise FetchError(f"archive {self.uri} is closed", uri=f"{self.uri}#{member}")
-                return _read_tar_member(self._tar, info)  # type: ignore[arg-type]
-            except ARCHIVE_ERRORS as exc:
-                raise FetchError(f"cannot read archive member {member!r} of {self.uri}: {exc}",
-                                 uri=f"{self.uri}#{member}") from exc
+            return _load(self.uri, member, lambda: self._read_member(member, info, max_bytes))
+
+    def _read_member(self, member: str, info: zipfile.ZipInfo | tarfile.TarInfo, max_bytes: int) -> bytes:
+        """The member's bytes (at most `max_bytes` + 1 of a zip member), under the reader's lock."""
+        if self._zip is not None:
+            with self._zip.open(info) as f:  # type: ignore[arg-type]
+                return read_capped(f, max_bytes + 1)
+        if self._tar is None:
+            raise FetchError(f"archive {self.uri} is closed", uri=f"{self.uri}#{member}")
+        return _read_tar_member(self._tar, info)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Close the archive and delete any spool file."""

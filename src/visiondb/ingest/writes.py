@@ -47,12 +47,9 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
     """Record per-row failures in `<out>_errors`, replacing entries earlier runs left for the same rows (re-runs)."""
     if not errors:
         return
+    clear_errors(db, out, [e["_rowName"] for e in errors], run_id)
     cur = db.cursor()
     with registered(cur, "_vdb_sql_errors", pa.Table.from_pylist([{**e, "run_id": run_id} for e in errors])):
-        cur.execute(
-            f"DELETE FROM {quote_ident(errors_table(out))} WHERE _rowName IN (SELECT _rowName FROM _vdb_sql_errors)"
-            " AND run_id IS DISTINCT FROM ?", [run_id]
-        )
         cur.execute(
             f"INSERT INTO {quote_ident(errors_table(out))} BY NAME"
             " SELECT * REPLACE (status::INTEGER AS status) FROM _vdb_sql_errors"
@@ -60,7 +57,8 @@ def write_errors(db: Any, out: str, errors: list[dict], run_id: str) -> None:
 
 
 def clear_errors(db: Any, out: str, names: list[str], run_id: str) -> None:
-    """Delete the error rows earlier runs left for rows that have now been written (a resumed or re-run import)."""
+    """Delete the error rows earlier runs left for `names`: rows now written (a resumed or re-run import), or rows
+    failing again, whose new error `write_errors` records next."""
     if not names:
         return
     cur = db.cursor()

@@ -72,7 +72,7 @@ def import_package(db: "VisionDB", path: str | Path, *, register_function: bool 
     with db.catalog.lock:
         stored = import_version(db, name, version, sha)
         created = stored is None
-        if stored is None:
+        if created:
             stored = save_model(
                 db, name, algorithm=algorithm, config=config, manifest=package.manifest, metrics=package.metrics,
                 model_bytes=package.model_bytes, model_format=package.model_format,

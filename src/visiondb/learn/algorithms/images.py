@@ -111,8 +111,7 @@ def undecodable(
         try:
             decode_images([data], grayscale=grayscale, size=size, resize=resize)
         except ImageDecodeError as exc:
-            reason = exc.details.get("reason", exc.message)
-            failures[row] = ImageDecodeError(f"row {row}: {reason}", row=row, reason=reason)
+            failures[row] = _decode_error(row, exc.details.get("reason", exc.message))
     return failures
 
 
