@@ -61,31 +61,18 @@ class SafeJSONResponse(JSONResponse):
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^/?#\s]+@")
 
 
-def redact_credentials(value: Any) -> Any:
-    """`value` with the password of every `scheme://user:password@host` URL inside it replaced by ***: entity
-    configs and run records keep connection URLs as given, and REST must not hand their passwords out."""
+def public_record(value: Any) -> Any:
+    """What REST shows of an entity or run record (or an error body holding one), in one walk: the password of
+    every `scheme://user:password@host` URL replaced by *** (configs keep connection URLs as given), and the
+    `traceback` of failed runs' statuses (`{"error": ..., "traceback": ...}`) left out (the stored record keeps
+    it for the Python API and the server log)."""
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\g<head>***@", value)
     if isinstance(value, dict):
-        return {k: redact_credentials(v) for k, v in value.items()}
+        return {k: public_record(v) for k, v in value.items() if not (k == "traceback" and "error" in value)}
     if isinstance(value, (list, tuple)):
-        return [redact_credentials(v) for v in value]
+        return [public_record(v) for v in value]
     return value
-
-
-def without_tracebacks(value: Any) -> Any:
-    """`value` without the `traceback` of failed runs' statuses (`{"error": ..., "traceback": ...}`): the stored
-    record keeps it for the Python API and the server log, but REST bodies never show a Python traceback."""
-    if isinstance(value, dict):
-        return {k: without_tracebacks(v) for k, v in value.items() if not (k == "traceback" and "error" in value)}
-    if isinstance(value, (list, tuple)):
-        return [without_tracebacks(v) for v in value]
-    return value
-
-
-def public_record(record: Any) -> Any:
-    """What REST shows of an entity or run record: URL passwords masked, run tracebacks left out."""
-    return without_tracebacks(redact_credentials(record))
 
 
 def respond_record(record: Any, status_code: int = 200) -> SafeJSONResponse:
