@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512, help="photos featurized end to end (>= 500)")
     parser.add_argument("--naive-images", type=int, default=128, help="photos for the naive-loop baseline")
     parser.add_argument("--bare-images", type=int, default=256, help="tensors per bare-forward measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="end-to-end runs (medians are reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="end-to-end runs (medians are reported)")
     parser.add_argument("--full", action="store_true", help="also featurize all shared photos for peak RSS")
     parser.add_argument("--single", action="store_true", help="one run in this process (no malloc comparison)")
     parser.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)

@@ -35,6 +35,9 @@ class VisionDB:
         self._cursors: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()  # closed by close()
         self._fetch_policy = fetch_policy
         self._fetcher: Any = None
+        # lower-case name -> macro body (None for a Python UDF) of every SQL function this object defined: a
+        # transform reads bodies here instead of listing DuckDB's functions (sql.udf keeps it up to date)
+        self.defined_functions: dict[str, str | None] = {}
         self._create_types()
         self.catalog = Catalog(self)
         if media_dir is None and self.path is not None:

@@ -80,6 +80,7 @@ def test_repeated_or_null_row_names_do_not_depend_on_chunk_size(db):
     "SELECT mean_of(x) AS m FROM src",
     "SELECT twice_mean(x) AS m FROM src",
     "SELECT x, position_of(x) AS p FROM src",
+    "SELECT raw_mean(x) AS m FROM src",
 ])
 def test_queries_over_all_rows_do_not_depend_on_chunk_size(db, query):
     make_source(db)
@@ -87,6 +88,7 @@ def test_queries_over_all_rows_do_not_depend_on_chunk_size(db, query):
     db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "avg(x)"}})
     db.functions.put("twice_mean", {"type": "sql.expression", "params": {"expression": "2 * mean_of(x)"}})
     db.functions.put("position_of", {"type": "sql.expression", "params": {"expression": "rank() OVER (ORDER BY x)"}})
+    db.sql("CREATE MACRO raw_mean(x) AS avg(x)")  # one visiondb did not define: its body is looked up
     for chunk in (3, 1000):
         status = transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
         assert status["rowCount"] == db.sql(f"SELECT count(*) FROM o{chunk}").fetchone()[0]
@@ -134,3 +136,34 @@ def test_an_empty_result_is_an_empty_table_with_the_query_columns(db):
         assert db.sql(f"SELECT count(*) FROM o{i}").fetchone() == (0,) and db.datasets.exists(f"o{i}")
         names = {c[0] for c in db.sql(f"DESCRIBE o{i}").fetchall()}
         assert "stale" not in names and names - {"_rowName"} == ({"x"} if i != 1 else {"label", "n"})
+
+
+def test_functions_the_database_defined_are_read_without_listing_duckdbs(db):
+    """Deciding whether a query may run chunk by chunk reads the bodies of the macros this database defined (and
+    DuckDB's built-ins, once per process) from memory: `duckdb_functions()` lists thousands of built-ins (~12 ms
+    per look, paid before a transform's first row), so it is asked only about names nobody defined here."""
+    from visiondb.sql.ast import builtin_functions, parse_select
+
+    db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "avg(x)"}})
+    db.functions.put("plus_one", {"type": "sql.expression", "params": {"expression": "x + 1"}})
+    db.sql("CREATE MACRO raw_plus(x) AS x + 2")
+    builtin_functions(db.cursor())
+    statements: list[str] = []
+
+    class Recording:
+        def __init__(self, con) -> None:  # noqa: ANN001 - a DuckDB connection
+            self.con = con
+
+        def execute(self, sql, *args):  # noqa: ANN001, ANN202 - DuckDB's signature
+            statements.append(sql)
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str):  # noqa: ANN204 - everything else as the connection has it
+            return getattr(self.con, name)
+
+    con = Recording(db.cursor())
+    assert parse_select(con, "SELECT plus_one(x) AS y, lower('A') FROM src", db.defined_functions).whole is False
+    assert parse_select(con, "SELECT mean_of(x) AS m FROM src", db.defined_functions).whole is True
+    assert not [s for s in statements if "duckdb_functions" in s]
+    assert parse_select(con, "SELECT raw_plus(x) AS y FROM src", db.defined_functions).whole is False
+    assert [s for s in statements if "duckdb_functions" in s]  # a macro made by hand is looked up

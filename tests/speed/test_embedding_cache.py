@@ -141,6 +141,64 @@ def test_cache_backlog_is_bounded_and_late_puts_are_stored(tmp_path: Path, monke
     assert stored == 20
 
 
+def _count_inserts(cache, monkeypatch: pytest.MonkeyPatch) -> list[int]:  # noqa: ANN001 - an EmbeddingCache
+    """Record the row count of every INSERT the cache makes."""
+    inserts: list[int] = []
+    real = cache._insert
+    monkeypatch.setattr(cache, "_insert", lambda rows: (inserts.append(len(rows)), real(rows))[1])
+    return inserts
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:  # noqa: ANN001 - a callable
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_hold_keeps_vectors_until_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a bulk computation holds the cache, its vectors wait (unless their backlog grows past MAX_HELD_ROWS);
+    when it ends they are written at once, lookups seeing them all along."""
+    monkeypatch.setattr(cache_module, "LINGER_S", 0.0)  # unheld, every put would be written at once
+    monkeypatch.setattr(cache_module, "MAX_HELD_ROWS", 6)
+    vectors = {f"{i:064x}": np.full(4, i, dtype=np.float32) for i in range(9)}
+    items = list(vectors.items())
+    with visiondb.connect(tmp_path / "hold.duckdb") as db:
+        cache = db.embedding_cache
+        inserts = _count_inserts(cache, monkeypatch)
+        with cache.hold():
+            cache.put("k", dict(items[:2]))
+            cache.put("k", dict(items[2:4]))
+            time.sleep(0.2)
+            assert inserts == [] and len(cache.lookup("k", list(vectors))) == 4
+            cache.put("k", dict(items[4:7]))  # 7 rows held: over the bound, the writer takes them
+            _wait_for(lambda: inserts)
+            assert inserts == [7]
+            cache.put("k", dict(items[7:]))
+        _wait_for(lambda: len(inserts) == 2)  # no flush asked for: the hold's end sends the writer
+        assert inserts == [7, 2]
+        assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 9
+
+
+def test_a_transform_chunk_stores_its_vectors_in_one_insert(tmp_path: Path, photos: list[Path], cache_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk of many batches writes its vectors to `vdb.embeddings` once, after its forward passes, not once per
+    batch beside them; a request of one image is written as before."""
+    monkeypatch.setattr(cache_module, "LINGER_S", 0.0)
+    with visiondb.connect(tmp_path / "bulk.duckdb", cache_dir=cache_dir) as db:
+        db.procedures.put("imp", {"type": "import.images", "params": {
+            "dataFileUrl": str(write_uri_csv(tmp_path / "photos.csv", [str(p) for p in photos[1:]])),
+            "outputDataset": "photos"}})
+        db.functions.put("emb", {"type": "image.embedding", "params": {"model": "efficientnet_lite0", "batchSize": 2}})
+        inserts = _count_inserts(db.embedding_cache, monkeypatch)
+        db.procedures.put("feat", {"type": "transform", "params": {
+            "inputData": "SELECT emb(image) AS v FROM photos", "outputDataset": "vecs"}})
+        db.embedding_cache.flush()
+        assert inserts == [len(photos) - 1]
+        db.sql("SELECT emb(?)", [str(photos[0])]).fetchall()
+        db.embedding_cache.flush()
+        assert inserts == [len(photos) - 1, 1]
+
+
 def test_balanced_batches() -> None:
     assert balanced_batch_size(256, 32, 2) == 32  # 8 full batches, 4 per worker
     assert balanced_batch_size(100, 32, 2) == 25  # 4 x 25 instead of 32, 32, 32, 4

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Mapping
 
 import duckdb
 
@@ -15,7 +15,6 @@ from .statements import require_one_statement
 # absent (to be added), altered (another value under that name: the rows have no usable identity)
 RowNameUse = Literal["kept", "renamed", "absent", "altered"]
 ROW_NAME = "_rowName"
-_aggregates: frozenset[str] | None = None  # DuckDB's aggregate function names, read once per process
 
 
 @dataclass
@@ -36,8 +35,9 @@ def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
     return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
 
 
-def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
-    """Parse `query` (DuckDB's parser) into the facts a transform decides its path on."""
+def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[str, str | None]) -> SelectShape:
+    """Parse `query` (DuckDB's parser) into the facts a transform decides its path on; `defined`: the functions
+    the database defined itself (see `_calls_need_all_rows`)."""
     require_one_statement(con, query, "inputData")
     tree = sql_tree(con, query)
     if tree.get("error"):
@@ -56,7 +56,7 @@ def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     if table is not None and table.lower() in ctes:
         table = None
     alias = frm.get("alias") or None
-    whole = _needs_all_rows(con, node) or (table is not None and tables_named(tables, table) > 1)
+    whole = _needs_all_rows(con, node, defined) or (table is not None and tables_named(tables, table) > 1)
     use = row_name_use(node.get("select_list", []), (alias or table or "").lower())
     return SelectShape(table, alias, use, whole, tree, tables)
 
@@ -87,7 +87,7 @@ def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
             stack.extend(item)
 
 
-def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict) -> bool:
+def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, defined: Mapping[str, str | None]) -> bool:
     """Whether a SELECT's rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY, LIMIT, sampling,
     aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at)."""
     if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
@@ -97,7 +97,7 @@ def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict) -> bool:
     if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
         return True  # DISTINCT, LIMIT, LIMIT PERCENT
     calls = _own_calls({k: node.get(k) for k in ("select_list", "where_clause", "from_table")})
-    return calls is None or (bool(calls) and _calls_need_all_rows(con, calls))
+    return calls is None or (bool(calls) and _calls_need_all_rows(con, calls, defined))
 
 
 def _own_calls(tree: Any) -> set[str] | None:
@@ -112,38 +112,74 @@ def _own_calls(tree: Any) -> set[str] | None:
     return calls
 
 
-def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], seen: frozenset[str] = frozenset()) -> bool:
+def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], defined: Mapping[str, str | None],
+                         seen: frozenset[str] = frozenset()) -> bool:
     """Whether a called function is an aggregate, or a macro whose body uses an aggregate or a window, however
-    deeply nested (an `sql.expression` function is a macro: `mean_of(x)` may expand to `avg(x)`)."""
-    if not aggregate_names(con).isdisjoint(calls):
+    deeply nested (an `sql.expression` function is a macro: `mean_of(x)` may expand to `avg(x)`).
+
+    `defined`: lower-case names of the functions this database defined itself (macro body, or None for a Python
+    UDF). Their bodies and DuckDB's built-ins (listed once per process) are known here; only other names cost a
+    look at `duckdb_functions()` (~12 ms: it lists every built-in)."""
+    builtin = builtin_functions(con)
+    if not builtin.aggregates.isdisjoint(calls):
         return True
-    pending = sorted(calls - seen)
-    if not pending:
-        return False
-    rows = con.execute(
-        "SELECT macro_definition FROM duckdb_functions() WHERE function_type = 'macro'"
-        " AND lower(function_name) IN (SELECT unnest(?::VARCHAR[]))", [pending]).fetchall()
-    seen = seen | set(pending)
-    for (definition,) in rows:
-        if not definition:
-            continue
+    pending = calls - seen
+    bodies: list[str] = []
+    unknown: list[str] = []
+    for name in sorted(pending):
+        if name in defined:
+            bodies.extend(b for b in [defined[name]] if b)
+        elif name in builtin.names:
+            bodies.extend(builtin.macros.get(name, ()))
+        else:
+            unknown.append(name)
+    if unknown:
+        rows = con.execute(
+            "SELECT function_type, macro_definition FROM duckdb_functions()"
+            " WHERE function_type IN ('aggregate', 'macro') AND lower(function_name) IN (SELECT unnest(?::VARCHAR[]))",
+            [unknown]).fetchall()
+        if any(kind == "aggregate" for kind, _ in rows):
+            return True
+        bodies.extend(definition for _, definition in rows if definition)
+    seen = seen | pending
+    for definition in bodies:
         body = sql_tree(con, f"SELECT {definition}")
         if body.get("error"):
             return True  # a body we cannot read: reading every row at once is always correct
         inner = _own_calls(body.get("statements", []))
-        if inner is None or (inner and _calls_need_all_rows(con, inner, seen)):
+        if inner is None or (inner and _calls_need_all_rows(con, inner, defined, seen)):
             return True
     return False
 
 
-def aggregate_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    """Lower-case names of DuckDB's aggregate functions (listed once per process: ~10 ms)."""
-    global _aggregates
-    if _aggregates is None:
-        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions()"
-                           " WHERE function_type = 'aggregate'").fetchall()
-        _aggregates = frozenset(r[0] for r in rows)
-    return _aggregates
+@dataclass(frozen=True)
+class BuiltinFunctions:
+    """DuckDB's built-in functions, by lower-case name: all of them, the aggregates, and the macros' bodies."""
+
+    names: frozenset[str]
+    aggregates: frozenset[str]
+    macros: dict[str, tuple[str, ...]]
+
+
+_builtins: BuiltinFunctions | None = None  # read once per process: the built-ins are the same for every database
+
+
+def builtin_functions(con: duckdb.DuckDBPyConnection) -> BuiltinFunctions:
+    """DuckDB's built-in functions (listed once per process: ~12 ms)."""
+    global _builtins
+    if _builtins is None:
+        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, macro_definition"
+                           " FROM duckdb_functions() WHERE internal").fetchall()
+        macros: dict[str, tuple[str, ...]] = {}
+        for name, kind, definition in rows:
+            if kind == "macro" and definition:
+                macros[name] = macros.get(name, ()) + (definition,)
+        _builtins = BuiltinFunctions(
+            names=frozenset(name for name, _, _ in rows),
+            aggregates=frozenset(name for name, kind, _ in rows if kind == "aggregate"),
+            macros=macros,
+        )
+    return _builtins
 
 
 def row_name_use(select_list: list[dict], source: str, column: str = ROW_NAME) -> RowNameUse:

@@ -5,6 +5,7 @@ or a re-run over stored images, costs no decode and no forward pass.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Iterable, Literal
 
@@ -18,6 +19,11 @@ from ..errors import VisionDBError
 from ..storage.embedding_cache import vectors_to_arrow
 from ..storage.images import CONTENT_SCHEMES, ImageRef, ref_from_json
 from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
+
+
+BULK_ROUNDS = 2
+"""A call computing more than this many rounds of batches (one batch per worker) is bulk work (see
+`EmbeddingCache.hold`); serving micro-batches are one round."""
 
 
 def balanced_batch_size(n: int, batch_size: int, workers: int) -> int:
@@ -152,17 +158,20 @@ class ImageEmbedding(Function):
                     items.append((real, blob))
                 unique.setdefault(real, []).append(i)
         batch = balanced_batch_size(len(items), self.params.batchSize, embedder.workers)
-        for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
-            new = {h: np.asarray(vec, dtype=np.float32) for h, vec in zip(keys, vectors)}
-            self.forward_rows += len(new)
-            if self.params.useCache:
-                cache.put(key, new)  # written behind, while the next batches compute
-            for h, vec in new.items():
-                for i in unique[h]:
-                    out[i] = vec
-            for h, cause in errors:
-                for i in unique[h]:  # every row with that content failed, each under its own name
-                    self._fail(refs[i].label, VisionDBError(str(cause)))
+        # a bulk call (a transform chunk, not a serving batch) stores its vectors once it is over
+        bulk = len(items) > BULK_ROUNDS * embedder.workers * batch
+        with cache.hold() if bulk else contextlib.nullcontext():
+            for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
+                new = {h: np.asarray(vec, dtype=np.float32) for h, vec in zip(keys, vectors)}
+                self.forward_rows += len(new)
+                if self.params.useCache:
+                    cache.put(key, new)  # written behind the computation
+                for h, vec in new.items():
+                    for i in unique[h]:
+                        out[i] = vec
+                for h, cause in errors:
+                    for i in unique[h]:  # every row with that content failed, each under its own name
+                        self._fail(refs[i].label, VisionDBError(str(cause)))
 
     def _read_uris(self, refs: dict[int, ImageRef]) -> Iterable[tuple[int, Any]]:
         from ..storage.media import sha256_hex
