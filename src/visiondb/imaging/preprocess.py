@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from visiondb.imaging.decode import decode_box
 from visiondb.imaging.threads import torch_on_this_thread
 
 DECODE_VERSION = "dec3"
@@ -41,19 +42,31 @@ def _resample(pixels: np.ndarray, height: int, width: int, interpolation: str) -
     return y[0].permute(1, 2, 0).numpy()
 
 
-def centre_crop(pixels: np.ndarray, height: int, width: int, resize_to: int, interpolation: str) -> np.ndarray:
-    """Centre height x width crop of HWC pixels resized so their shorter side is `resize_to`.
-
-    Only the source box under the crop is resampled: the same pixels as resize-then-crop at a fraction of the cost.
-    """
-    src_h, src_w = pixels.shape[:2]
+def centre_box(src_w: int, src_h: int, height: int, width: int, resize_to: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the source pixels under the centre height x width crop of an image resized
+    so its shorter side is `resize_to`."""
     ratio = resize_to / min(src_w, src_h)
     new_w, new_h = max(width, round(src_w * ratio)), max(height, round(src_h * ratio))
     left, top = (new_w - width) // 2, (new_h - height) // 2
     sx, sy = src_w / new_w, src_h / new_h
     x0, y0 = round(left * sx), round(top * sy)
-    x1, y1 = max(x0 + 1, round((left + width) * sx)), max(y0 + 1, round((top + height) * sy))
+    return x0, y0, max(x0 + 1, round((left + width) * sx)), max(y0 + 1, round((top + height) * sy))
+
+
+def centre_crop(pixels: np.ndarray, height: int, width: int, resize_to: int, interpolation: str) -> np.ndarray:
+    """Centre height x width crop of HWC pixels resized so their shorter side is `resize_to`.
+
+    Only the source box under the crop is resampled: the same pixels as resize-then-crop at a fraction of the cost.
+    """
+    x0, y0, x1, y1 = centre_box(pixels.shape[1], pixels.shape[0], height, width, resize_to)
     return _resample(pixels[y0:y1, x0:x1], height, width, interpolation)
+
+
+def crop_bytes(data: bytes, height: int, width: int, resize_to: int, interpolation: str) -> np.ndarray:
+    """`centre_crop(decode_array(data, min_side=resize_to), ...)`, decoding only the box under the crop where the
+    format allows (`decode_box`): the same pixels."""
+    box = decode_box(data, lambda w, h: centre_box(w, h, height, width, resize_to), min_side=resize_to)
+    return _resample(box, height, width, interpolation)
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,16 @@ class Preprocessing:
         """Write the normalised CHW float32 crop of RGB pixels (HWC uint8 array or Pillow image) into `out`."""
         if isinstance(image, Image.Image):
             image = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
-        np.copyto(out, self.crop_array(image).transpose(2, 0, 1), casting="unsafe")
+        self._normalise_into(self.crop_array(image), out)
+
+    def preprocess_bytes_into(self, data: bytes, out: np.ndarray) -> None:
+        """`preprocess_into(decode_array(data, min_side=resize_to), out)`, decoding only the crop's box where the
+        format allows (`crop_bytes`): the same values."""
+        self._normalise_into(crop_bytes(data, self.size, self.size, self.resize_to, self.interpolation), out)
+
+    def _normalise_into(self, crop: np.ndarray, out: np.ndarray) -> None:
+        """out = (crop * scale - mean) / std, HWC uint8 in, CHW float32 out."""
+        np.copyto(out, crop.transpose(2, 0, 1), casting="unsafe")
         mul, add = self._affine
         np.multiply(out, mul, out=out)
         np.add(out, add, out=out)

@@ -110,7 +110,14 @@ class Embedder:
 
     def embed_bytes(self, blobs: list[bytes], batch_size: int = 32) -> np.ndarray:
         """Vectors for encoded images (raises on the first undecodable one)."""
-        return self.embed_images([self.decode(b) for b in blobs], batch_size=batch_size)
+        out = np.empty((len(blobs), self.dim), dtype=np.float32)
+        buffer = np.empty((min(batch_size, max(1, len(blobs))),) + self.preprocessing.shape, dtype=np.float32)
+        for start in range(0, len(blobs), batch_size):
+            chunk = blobs[start:start + batch_size]
+            for i, blob in enumerate(chunk):
+                self.preprocessing.preprocess_bytes_into(blob, buffer[i])
+            out[start:start + len(chunk)] = self.run(buffer[:len(chunk)])
+        return out
 
     def _embed_rows(
         self, rows: Iterable[tuple[K, Source]], buffer: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]
@@ -133,9 +140,10 @@ class Embedder:
         return self._embed_rows(items, buffer, self.run)
 
     def _fill(self, source: Source, out: np.ndarray) -> None:
-        """Worker task: fetch (if lazy), decode and preprocess one row into its buffer slot."""
+        """Worker task: fetch (if lazy), decode (the crop's box alone where the format allows) and preprocess one
+        row into its buffer slot."""
         data = source() if callable(source) else source
-        self.preprocessing.preprocess_into(self.decode(data), out)
+        self.preprocessing.preprocess_bytes_into(data, out)
 
     @property
     def workers(self) -> int:

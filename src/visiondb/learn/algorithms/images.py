@@ -11,8 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from visiondb.errors import ImageDecodeError
-from visiondb.imaging.decode import decode_array
-from visiondb.imaging.preprocess import centre_crop
+from visiondb.imaging.preprocess import crop_bytes
 
 ResizeMode = Literal["stretch", "crop"]
 
@@ -30,7 +29,7 @@ def _decode_error(row: int, reason: str) -> ImageDecodeError:
 def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
     """Decode one image; `crop` = shorter side to round(size/0.875) bicubic then centre crop (EfficientNet style).
 
-    Crops go through the featurization decode (`decode_array` + `centre_crop`, greyscale taken after the crop),
+    Crops go through the featurization decode (`crop_bytes`, greyscale taken after the crop),
     so a fine-tuned network sees the pixels an embedding function would."""
     if isinstance(data, memoryview):
         data = data.tobytes()
@@ -40,7 +39,7 @@ def _decode_one(data: Any, row: int, mode: str, size: tuple[int, int], resize: R
     if resize == "crop":
         target = round(max(height, width) / 0.875)
         try:
-            pixels = centre_crop(decode_array(bytes(data), min_side=target), height, width, target, "bicubic")
+            pixels = crop_bytes(bytes(data), height, width, target, "bicubic")
         except ImageDecodeError as exc:
             raise _decode_error(row, f"cannot decode image: {exc.message}") from None
         if mode == "L":
