@@ -75,10 +75,14 @@ def bare_forward(embedder, n: int, batch_size: int) -> tuple[float, float]:  # n
 
 def stage_costs(embedder, paths: list[Path]) -> dict[str, float]:  # noqa: ANN001 - an Embedder
     """CPU ms per image of the pipeline's steps before the forward pass, one thread alone over `paths`
-    (best of 3 passes): read the file, decode (reduced-size JPEG), crop + normalise into a batch slot."""
+    (best of 3 passes): read the file, decode (the crop's box of a reduced-size JPEG), crop + normalise into a
+    batch slot."""
     import numpy as np
 
-    slot = np.empty(embedder.preprocessing.shape, dtype=np.float32)
+    from visiondb.imaging.decode import decode_box
+
+    preprocessing = embedder.preprocessing
+    slot = np.empty(preprocessing.shape, dtype=np.float32)
     best = {"read": float("inf"), "decode": float("inf"), "crop_normalise": float("inf")}
     for _ in range(3):
         spent = dict.fromkeys(best, 0.0)
@@ -86,9 +90,9 @@ def stage_costs(embedder, paths: list[Path]) -> dict[str, float]:  # noqa: ANN00
             t0 = time.thread_time()
             data = path.read_bytes()
             t1 = time.thread_time()
-            pixels = embedder.decode(data)
+            pixels = decode_box(data, preprocessing.box, min_side=preprocessing.resize_to)
             t2 = time.thread_time()
-            embedder.preprocessing.preprocess_into(pixels, slot)
+            preprocessing.preprocess_box_into(pixels, slot)
             t3 = time.thread_time()
             spent["read"] += t1 - t0
             spent["decode"] += t2 - t1

@@ -115,8 +115,17 @@ class Preprocessing:
 
     def preprocess_bytes_into(self, data: bytes, out: np.ndarray) -> None:
         """`preprocess_into(decode_array(data, min_side=resize_to), out)`, decoding only the crop's box where the
-        format allows (`crop_bytes`): the same values."""
-        self._normalise_into(crop_bytes(data, self.size, self.size, self.resize_to, self.interpolation), out)
+        format allows (`decode_box`): the same values."""
+        self.preprocess_box_into(decode_box(data, self.box, min_side=self.resize_to), out)
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the pixels under the crop in a width x height decoded image."""
+        return centre_box(width, height, self.size, self.size, self.resize_to)
+
+    def preprocess_box_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """Resample the HWC pixels under the crop's box (`self.box`) to size x size and write them, normalised, into
+        `out`."""
+        self._normalise_into(_resample(pixels, self.size, self.size, self.interpolation), out)
 
     def _normalise_into(self, crop: np.ndarray, out: np.ndarray) -> None:
         """out = (crop * scale - mean) / std, HWC uint8 in, CHW float32 out."""

@@ -99,23 +99,20 @@ class Embedder:
 
     def embed_images(self, images: list[np.ndarray | Image.Image], batch_size: int = 32) -> np.ndarray:
         """Vectors [len(images), dim] for already-decoded images (HWC uint8 arrays or RGB Pillow images)."""
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        buffer = np.empty((min(batch_size, max(1, len(images))),) + self.preprocessing.shape, dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            for i, img in enumerate(chunk):
-                self.preprocessing.preprocess_into(img, buffer[i])
-            out[start:start + len(chunk)] = self.run(buffer[:len(chunk)])
-        return out
+        return self._embed_all(images, self.preprocessing.preprocess_into, batch_size)
 
     def embed_bytes(self, blobs: list[bytes], batch_size: int = 32) -> np.ndarray:
         """Vectors for encoded images (raises on the first undecodable one)."""
-        out = np.empty((len(blobs), self.dim), dtype=np.float32)
-        buffer = np.empty((min(batch_size, max(1, len(blobs))),) + self.preprocessing.shape, dtype=np.float32)
-        for start in range(0, len(blobs), batch_size):
-            chunk = blobs[start:start + batch_size]
-            for i, blob in enumerate(chunk):
-                self.preprocessing.preprocess_bytes_into(blob, buffer[i])
+        return self._embed_all(blobs, self.preprocessing.preprocess_bytes_into, batch_size)
+
+    def _embed_all(self, items: list[T], fill: Callable[[T, np.ndarray], None], batch_size: int) -> np.ndarray:
+        """Vectors [len(items), dim]: `fill` writes each item's preprocessed slot, batch by batch, on this thread."""
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        buffer = np.empty((min(batch_size, max(1, len(items))),) + self.preprocessing.shape, dtype=np.float32)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            for i, item in enumerate(chunk):
+                fill(item, buffer[i])
             out[start:start + len(chunk)] = self.run(buffer[:len(chunk)])
         return out
 
