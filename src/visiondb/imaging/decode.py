@@ -188,9 +188,9 @@ _TURBO_COLORSPACES = ("YCbCr", "Gray", "RGB")
 """JPEG colour spaces libjpeg-turbo converts to RGB itself (Pillow's modes RGB and L); CMYK/YCCK go through Pillow."""
 
 
-def _decode_jpeg_direct(data: bytes, min_side: int | None) -> np.ndarray | None:
-    """The common case without Pillow: a YCbCr/greyscale JPEG, its header read by libjpeg-turbo (~5 us against
-    ~100 us for Pillow's marker parser in Python). None when Pillow must look: not a plain JPEG, or EXIF present."""
+def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a YCbCr/greyscale JPEG without EXIF, its header read by libjpeg-turbo (~5 us against
+    ~100 us for Pillow's marker parser in Python); None when Pillow must look: not such a JPEG, or EXIF present."""
     if bytes(data[:3]) != _JPEG_SOI or _jpeg_has_exif(data):
         return None
     try:
@@ -200,7 +200,13 @@ def _decode_jpeg_direct(data: bytes, min_side: int | None) -> np.ndarray | None:
     if colorspace not in _TURBO_COLORSPACES:
         return None
     _check_size(width, height)
-    return _decode_jpeg_scaled(data, width, height, min_side)
+    return width, height
+
+
+def _decode_jpeg_direct(data: bytes, min_side: int | None) -> np.ndarray | None:
+    """The common case without Pillow (see `_plain_jpeg_size`); None when Pillow must look."""
+    size = _plain_jpeg_size(data)
+    return None if size is None else _decode_jpeg_scaled(data, size[0], size[1], min_side)
 
 
 def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> np.ndarray | None:
@@ -247,15 +253,10 @@ benchmark photos; with 16, in none."""
 def _decode_jpeg_region(data: bytes, box: Box, min_side: int | None) -> np.ndarray | None:
     """The box of a plain JPEG (YCbCr/greyscale, no EXIF) decoded alone at the `dct_scale_factor` scale; None when
     the full decode must do (no region decoder built, not such a JPEG, or one libjpeg-turbo does not support)."""
-    if _jpegregion is None or bytes(data[:3]) != _JPEG_SOI or _jpeg_has_exif(data):
+    size = _plain_jpeg_size(data) if _jpegregion is not None else None
+    if size is None:
         return None
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None  # Pillow's parser names the problem
-    if colorspace not in _TURBO_COLORSPACES:
-        return None
-    _check_size(width, height)
+    width, height = size
     factor = dct_scale_factor(width, height, min_side)
     scaled_w, scaled_h = -(-width // factor), -(-height // factor)  # libjpeg's own rounding
     x0, y0, x1, y1 = box(scaled_w, scaled_h)
