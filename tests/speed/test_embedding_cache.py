@@ -179,6 +179,29 @@ def test_a_hold_keeps_vectors_until_it_ends(tmp_path: Path, monkeypatch: pytest.
         assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 9
 
 
+def test_a_flush_during_a_write_does_not_hurry_the_next_vectors(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush that arrives while the writer is busy and nothing else waits is answered by that write; it must not
+    linger as a request that sends the next, unrelated vectors to the table at once (an INSERT beside a transform's
+    busy workers)."""
+    monkeypatch.setattr(cache_module, "LINGER_S", 0.0)
+    vectors = {f"{i:064x}": np.full(4, i, dtype=np.float32) for i in range(2)}
+    a, b = ({h: v} for h, v in vectors.items())
+    with visiondb.connect(tmp_path / "stale.duckdb") as db:
+        cache = db.embedding_cache
+        inserts = _count_inserts(cache, monkeypatch)
+        real = cache._insert
+        monkeypatch.setattr(cache, "_insert", lambda rows: (time.sleep(0.3), real(rows))[1])
+        cache.put("k", a)
+        _wait_for(lambda: cache._writing)
+        cache.flush()  # while `a` is being written, nothing pending
+        monkeypatch.setattr(cache_module, "LINGER_S", 60.0)
+        cache.put("k", b)
+        time.sleep(0.5)
+        assert inserts == [1]  # `b` waits out its linger
+        assert len(cache.lookup("k", list(vectors))) == 2
+
+
 def test_a_transform_chunk_stores_its_vectors_in_one_insert(tmp_path: Path, photos: list[Path], cache_dir: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk of many batches writes its vectors to `vdb.embeddings` once, after its forward passes, not once per

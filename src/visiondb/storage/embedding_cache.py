@@ -238,6 +238,8 @@ class EmbeddingCache:
                 if stored:
                     self._remember(self._writing)
                 self._writing = {}
+                if not self._pending:
+                    self._flush_requested = False  # a flush that came while writing is answered by this write
                 self._cond.notify_all()
 
     def _insert(self, rows: dict[tuple[str, str], np.ndarray]) -> None:
