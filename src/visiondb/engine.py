@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -16,6 +17,9 @@ from .errors import FetchError, NotFoundError, QueryError
 from .storage.embedding_cache import EmbeddingCache
 from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef, uri_sha256
 from .storage.media import MediaStore, sha256_hex
+
+_FUNCTION_DDL = re.compile(r"\b(MACRO|FUNCTION)\b", re.IGNORECASE)
+"""Words of a statement that may define, replace or drop a SQL function (see VisionDB._note_function_ddl)."""
 
 
 class VisionDB:
@@ -36,8 +40,10 @@ class VisionDB:
         self._fetch_policy = fetch_policy
         self._fetcher: Any = None
         # lower-case name -> macro body (None for a Python UDF) of every SQL function this object defined: a
-        # transform reads bodies here instead of listing DuckDB's functions (sql.udf keeps it up to date)
+        # transform reads bodies here instead of listing DuckDB's functions (sql.udf keeps it up to date) while
+        # no statement run through sql()/execute() may have defined, replaced or dropped one by hand
         self.defined_functions: dict[str, str | None] = {}
+        self.defined_functions_complete = True
         self._create_types()
         self.catalog = Catalog(self)
         if media_dir is None and self.path is not None:
@@ -119,6 +125,7 @@ class VisionDB:
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
         """Run SQL; returns a relation-like result with `.df()`, `.arrow()`, `.fetchall()`."""
         self.embedding_cache.flush()  # the statement sees every cached vector
+        self._note_function_ddl(query)
         cur = self.cursor()
         try:
             cur.execute(query, params) if params is not None else cur.execute(query)
@@ -128,10 +135,17 @@ class VisionDB:
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> duckdb.DuckDBPyConnection:
         self.embedding_cache.flush()
+        self._note_function_ddl(query)
         try:
             return self.cursor().execute(query, params) if params is not None else self.cursor().execute(query)
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {exc}", query=query) from None
+
+    def _note_function_ddl(self, query: str) -> None:
+        """A statement that may create, replace or drop a macro or function by hand: from now on a transform looks
+        every function it calls up in DuckDB, not in `defined_functions`."""
+        if _FUNCTION_DDL.search(query):
+            self.defined_functions_complete = False
 
     def table_exists(self, name: str) -> bool:
         row = self.cursor().execute(

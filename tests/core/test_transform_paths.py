@@ -167,3 +167,19 @@ def test_functions_the_database_defined_are_read_without_listing_duckdbs(db):
     assert not [s for s in statements if "duckdb_functions" in s]
     assert parse_select(con, "SELECT raw_plus(x) AS y FROM src", db.defined_functions).whole is False
     assert [s for s in statements if "duckdb_functions" in s]  # a macro made by hand is looked up
+
+
+@pytest.mark.parametrize("ddl, query", [
+    ("CREATE OR REPLACE MACRO mean_of(x) AS sum(x) OVER ()", "SELECT x, mean_of(x) AS m FROM src"),
+    ("DROP MACRO mean_of; CREATE MACRO MEAN_OF(x) AS avg(x)", "SELECT mean_of(x) AS m FROM src"),
+    ("CREATE MACRO abs(x) AS sum(x) OVER ()", "SELECT x, abs(x) AS a FROM src"),
+])
+def test_functions_redefined_by_hand_are_looked_up(db, ddl, query):
+    """SQL typed by hand may replace a function visiondb defined or shadow a built-in: from then on every called
+    function is looked up in DuckDB, so a window or aggregate it now hides still makes the query whole."""
+    make_source(db)
+    db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "x + 1"}})
+    db.sql(ddl)
+    for chunk in (3, 1000):
+        transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
+    assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000") == rows(db, query)

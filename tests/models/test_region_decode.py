@@ -113,3 +113,14 @@ def test_files_the_region_decoder_leaves_alone_come_out_as_before() -> None:
     for data in files:
         np.testing.assert_array_equal(decode_box(data, box, 64), sliced(data, box, 64))
     assert decode_box(files[0], lambda w, h: (0, 0, w, h), None).shape == (120, 80, 3)  # turned upright
+
+
+def test_images_a_few_pixels_wide_give_the_same_boxes() -> None:
+    """Under 8 px a side, several M/8 scales give the same reduced size and the full decode may pick another
+    one; such images take the full decode."""
+    for w in range(1, 12):
+        for h in (1, 3, 5, 7, 9):
+            data = encode(noise(w, h, seed=w * 16 + h), "JPEG", quality=95)
+            for min_side in (None, 1, 2, 3):
+                np.testing.assert_array_equal(
+                    decode_box(data, lambda W, H: (0, 0, W, H), min_side), decode_array(data, min_side))

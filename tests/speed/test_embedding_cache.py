@@ -202,6 +202,39 @@ def test_a_flush_during_a_write_does_not_hurry_the_next_vectors(tmp_path: Path,
         assert len(cache.lookup("k", list(vectors))) == 2
 
 
+def test_a_flush_from_another_thread_does_not_wait_for_a_hold(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQL flushes the cache first; a statement run while a transform chunk holds the writer must get every vector
+    stored without waiting for the chunk to end, even when more arrive while the flush's write runs."""
+    import threading
+
+    vectors = {f"{i:064x}": np.full(4, i, dtype=np.float32) for i in range(2)}
+    first, second = ({h: v} for h, v in vectors.items())
+    with visiondb.connect(tmp_path / "flushhold.duckdb") as db:
+        cache = db.embedding_cache
+        real = cache._insert
+        monkeypatch.setattr(cache, "_insert", lambda rows: (time.sleep(0.3), real(rows))[1])
+        held, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+        def chunk() -> None:
+            with cache.hold():
+                cache.put("k", first)
+                held.set()
+                _wait_for(lambda: cache._writing)
+                cache.put("k", second)  # arrives while the flush's write of `first` runs
+                release.wait(30)
+            ended.set()
+
+        worker = threading.Thread(target=chunk)
+        worker.start()
+        held.wait(10)
+        cache.flush()
+        assert not ended.is_set()  # returned while the chunk still holds the writer
+        assert db.sql("SELECT count(*) FROM vdb.embeddings").fetchone()[0] == 2
+        release.set()
+        worker.join()
+
+
 def test_a_transform_chunk_stores_its_vectors_in_one_insert(tmp_path: Path, photos: list[Path], cache_dir: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk of many batches writes its vectors to `vdb.embeddings` once, after its forward passes, not once per

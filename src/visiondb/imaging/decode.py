@@ -259,6 +259,8 @@ def _decode_jpeg_region(data: bytes, box: Box, min_side: int | None) -> np.ndarr
     width, height = size
     factor = dct_scale_factor(width, height, min_side)
     scaled_w, scaled_h = -(-width // factor), -(-height // factor)  # libjpeg's own rounding
+    if width < 8 and height < 8:
+        return None  # several M/8 scales give this size; the full decode may pick another (other pixels)
     x0, y0, x1, y1 = box(scaled_w, scaled_h)
     top, bottom = max(0, y0 - REGION_MARGIN), min(scaled_h, y1 + REGION_MARGIN)
     out = np.empty((bottom - top) * scaled_w * 3, dtype=np.uint8)

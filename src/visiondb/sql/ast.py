@@ -35,9 +35,9 @@ def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
     return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
 
 
-def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[str, str | None]) -> SelectShape:
+def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[str, str | None] | None) -> SelectShape:
     """Parse `query` (DuckDB's parser) into the facts a transform decides its path on; `defined`: the functions
-    the database defined itself (see `_calls_need_all_rows`)."""
+    the database defined itself, or None when that is not known to be all of them (see `_calls_need_all_rows`)."""
     require_one_statement(con, query, "inputData")
     tree = sql_tree(con, query)
     if tree.get("error"):
@@ -87,7 +87,7 @@ def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
             stack.extend(item)
 
 
-def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, defined: Mapping[str, str | None]) -> bool:
+def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, defined: Mapping[str, str | None] | None) -> bool:
     """Whether a SELECT's rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY, LIMIT, sampling,
     aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at)."""
     if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
@@ -112,14 +112,15 @@ def _own_calls(tree: Any) -> set[str] | None:
     return calls
 
 
-def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], defined: Mapping[str, str | None],
+def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], defined: Mapping[str, str | None] | None,
                          seen: frozenset[str] = frozenset()) -> bool:
     """Whether a called function is an aggregate, or a macro whose body uses an aggregate or a window, however
     deeply nested (an `sql.expression` function is a macro: `mean_of(x)` may expand to `avg(x)`).
 
     `defined`: lower-case names of the functions this database defined itself (macro body, or None for a Python
     UDF). Their bodies and DuckDB's built-ins (listed once per process) are known here; only other names cost a
-    look at `duckdb_functions()` (~12 ms: it lists every built-in)."""
+    look at `duckdb_functions()` (~12 ms: it lists every built-in). With `defined` None (SQL typed by hand may have
+    replaced a body or shadowed a built-in) every name is looked up."""
     builtin = builtin_functions(con)
     if not builtin.aggregates.isdisjoint(calls):
         return True
@@ -127,9 +128,9 @@ def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], define
     bodies: list[str] = []
     unknown: list[str] = []
     for name in sorted(pending):
-        if name in defined:
+        if defined is not None and name in defined:
             bodies.extend(b for b in [defined[name]] if b)
-        elif name in builtin.names:
+        elif defined is not None and name in builtin.names:
             bodies.extend(builtin.macros.get(name, ()))
         else:
             unknown.append(name)

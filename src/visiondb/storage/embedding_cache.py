@@ -169,11 +169,10 @@ class EmbeddingCache:
     def flush(self) -> None:
         """Block until every queued vector is in `vdb.embeddings`."""
         with self._cond:
-            if not self._pending and not self._writing:
-                return
-            self._flush_requested = True
-            self._cond.notify_all()
             while self._pending or self._writing:
+                if self._pending:  # asked again for vectors that came while a write ran (a hold would keep them)
+                    self._flush_requested = True
+                    self._cond.notify_all()
                 if self._writer is None or not self._writer.is_alive():
                     self._start_writer()  # it ended (idle) just as vectors arrived
                 self._cond.wait(1.0)
