@@ -124,3 +124,18 @@ def test_images_a_few_pixels_wide_give_the_same_boxes() -> None:
             for min_side in (None, 1, 2, 3):
                 np.testing.assert_array_equal(
                     decode_box(data, lambda W, H: (0, 0, W, H), min_side), decode_array(data, min_side))
+
+
+UNUSUAL_SAMPLING_JPEG = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAQABADARQAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwD5I8C/Ca6geGyNu8l1coDEEiBUMwO4uy/MOhGT3BAGFOPs/wAHfCV4Z7qK6jCqAo8yNWG7JIDFFIzjg8Alew6GiivEw+IqVIKTe3+Xnc/n3IOM85fs5Or8WvXvbTXyPJfA/wAIhIw86yLSwTJG+NxBIYCRvmT7vIxt5zzyOV+1PCfwogtVklFsss7kktIWICuBwwzjbtVAMljnIHI+Uor3sNialSScn3/C2vr5o/pTh3jTOnHldXRW/K/5n//Z"
+"""A 16 x 16 JPEG whose luma is sampled 1 x 4 (made with libjpeg's own encoder; Pillow cannot write one)."""
+
+
+def test_a_subsampling_simplejpeg_cannot_name_decodes() -> None:
+    """simplejpeg's header reader raises KeyError on a 1 x 4 luma sampling; the decode goes through Pillow's header
+    instead of failing with that KeyError."""
+    import base64
+
+    data = base64.b64decode(UNUSUAL_SAMPLING_JPEG)
+    full = decode_array(data)
+    assert full.shape == (16, 16, 3)
+    np.testing.assert_array_equal(decode_box(data, lambda w, h: (2, 3, w, h), None), full[3:, 2:])

@@ -197,6 +197,8 @@ def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None  # Pillow's parser names the problem
+    except KeyError:
+        return None  # a subsampling simplejpeg has no name for (1x4, ...): Pillow reads the header instead
     if colorspace not in _TURBO_COLORSPACES:
         return None
     _check_size(width, height)
