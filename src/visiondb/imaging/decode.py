@@ -10,7 +10,7 @@ import functools
 import io
 import struct
 import warnings
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 import simplejpeg
@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - depends on the machine's build tools
 
 if TYPE_CHECKING:
     from PIL import ImageCms
+
+T = TypeVar("T")
 
 MAX_PIXELS = 100_000_000
 """Largest width*height accepted; larger images are rejected before decoding (decompression bombs)."""
@@ -223,24 +225,27 @@ def _decode_jpeg_fast(data: bytes, img: Image.Image, min_side: int | None) -> np
 
 def _decode_jpeg_scaled(data: bytes, width: int, height: int, min_side: int | None) -> np.ndarray | None:
     """libjpeg-turbo decode at the `dct_scale_factor` scale; None when simplejpeg does not support the file."""
+    _, scaled_w, scaled_h = _scaled_size(width, height, min_side)
+    return _turbo(data, lambda: simplejpeg.decode_jpeg(
+        data, colorspace="RGB", min_height=scaled_h, min_width=scaled_w, strict=True))
+
+
+def _scaled_size(width: int, height: int, min_side: int | None) -> tuple[int, int, int]:
+    """(factor, width, height) of a JPEG decoded at its `dct_scale_factor` scale (libjpeg's rounding: up)."""
     factor = dct_scale_factor(width, height, min_side)
+    return factor, -(-width // factor), -(-height // factor)
+
+
+def _turbo(data: bytes, decode: Callable[[], T]) -> T | None:
+    """decode() of `data` by libjpeg-turbo, its ValueError raised as truncated or corrupt (`_jpeg_decode_error`:
+    "premature end of data segment" is also said of damaged data in a complete file); None for a file it does
+    not support (Pillow may)."""
     try:
-        return simplejpeg.decode_jpeg(
-            data, colorspace="RGB", min_height=-(-height // factor), min_width=-(-width // factor), strict=True)
+        return decode()
     except ValueError as exc:
-        error = _turbo_error(data, str(exc))
-        if error is None:
+        if "unsupported" in str(exc).lower():
             return None
-        raise error from exc
-
-
-def _turbo_error(data: bytes, text: str) -> ImageDecodeError | None:
-    """The error for libjpeg-turbo's message `text` (truncated or corrupt, by `_jpeg_decode_error`: "premature end
-    of data segment" is also said of damaged data in a complete file); None for a file it does not support (Pillow
-    may)."""
-    if "unsupported" in text.lower():
-        return None
-    return _jpeg_decode_error(data, text)
+        raise _jpeg_decode_error(data, str(exc)) from exc
 
 
 Box = Callable[[int, int], tuple[int, int, int, int]]
@@ -256,25 +261,15 @@ def _decode_jpeg_region(data: bytes, box: Box, min_side: int | None) -> np.ndarr
     """The box of a plain JPEG (YCbCr/greyscale, no EXIF) decoded alone at the `dct_scale_factor` scale; None when
     the full decode must do (no region decoder built, not such a JPEG, or one libjpeg-turbo does not support)."""
     size = _plain_jpeg_size(data) if _jpegregion is not None else None
-    if size is None:
-        return None
-    width, height = size
-    factor = dct_scale_factor(width, height, min_side)
-    scaled_w, scaled_h = -(-width // factor), -(-height // factor)  # libjpeg's own rounding
-    if width < 8 and height < 8:
-        return None  # several M/8 scales give this size; the full decode may pick another (other pixels)
+    if size is None or (size[0] < 8 and size[1] < 8):
+        return None  # under 8 px a side several M/8 scales give one size and the full decode may pick another
+    factor, scaled_w, scaled_h = _scaled_size(*size, min_side)
     x0, y0, x1, y1 = box(scaled_w, scaled_h)
     top, bottom = max(0, y0 - REGION_MARGIN), min(scaled_h, y1 + REGION_MARGIN)
     out = np.empty((bottom - top) * scaled_w * 3, dtype=np.uint8)
-    try:
-        done = _jpegregion.decode_region(
-            data, factor, max(0, x0 - REGION_MARGIN), top, min(scaled_w, x1 + REGION_MARGIN), bottom, out)
-    except ValueError as exc:
-        error = _turbo_error(data, str(exc))
-        if error is None:
-            return None
-        raise error from exc
-    if done is None:
+    done = _turbo(data, lambda: _jpegregion.decode_region(
+        data, factor, max(0, x0 - REGION_MARGIN), top, min(scaled_w, x1 + REGION_MARGIN), bottom, out))
+    if done is None:  # an unsupported file, or a colour space libjpeg-turbo does not turn into RGB
         return None
     left, top, region_w, region_h = done
     region = out[: region_h * region_w * 3].reshape(region_h, region_w, 3)
