@@ -33,6 +33,14 @@ def _cause(exc: BaseException) -> str:
 
 TAPER = 4
 """The last round of batches of a sized input is cut into batches this many times smaller (see tapered_batches)."""
+BULK_ROUNDS = 2
+"""An input of more than this many rounds of batches (one batch per worker) is bulk work: a transform chunk, not a
+serving batch."""
+
+
+def is_bulk(rows: int, batch_size: int, workers: int) -> bool:
+    """Whether `rows` make bulk work (see BULK_ROUNDS): tapered last batches, the embedding cache held until the end."""
+    return rows > BULK_ROUNDS * workers * batch_size
 
 
 def tapered_batches(items: Iterable[T], batch_size: int, workers: int) -> Iterator[list[T]]:
@@ -41,7 +49,7 @@ def tapered_batches(items: Iterable[T], batch_size: int, workers: int) -> Iterat
     at slightly different speeds, and with full-size final batches one core idled for up to a batch's time
     (~90 ms at 16 photos) at the end of every call."""
     iterator = iter(items)
-    size = len(items) if isinstance(items, Sized) and len(items) > 2 * workers * batch_size else None
+    size = len(items) if isinstance(items, Sized) and is_bulk(len(items), batch_size, workers) else None
     small = min(batch_size, max(ONNX_CALL_ROWS, batch_size // TAPER))  # no smaller than one runtime call
     done = 0
     while True:

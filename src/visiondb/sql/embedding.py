@@ -21,11 +21,6 @@ from ..storage.images import CONTENT_SCHEMES, ImageRef, ref_from_json
 from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
 
 
-BULK_ROUNDS = 2
-"""A call computing more than this many rounds of batches (one batch per worker) is bulk work (see
-`EmbeddingCache.hold`); serving micro-batches are one round."""
-
-
 def balanced_batch_size(n: int, batch_size: int, workers: int) -> int:
     """Largest batch <= `batch_size` cutting `n` rows into a multiple of `workers` near-equal batches.
 
@@ -158,9 +153,10 @@ class ImageEmbedding(Function):
                     items.append((real, blob))
                 unique.setdefault(real, []).append(i)
         batch = balanced_batch_size(len(items), self.params.batchSize, embedder.workers)
+        from ..models.embedder import is_bulk  # (models import torch: loaded with the first embedder)
+
         # a bulk call (a transform chunk, not a serving batch) stores its vectors once it is over
-        bulk = len(items) > BULK_ROUNDS * embedder.workers * batch
-        with cache.hold() if bulk else contextlib.nullcontext():
+        with cache.hold() if is_bulk(len(items), batch, embedder.workers) else contextlib.nullcontext():
             for keys, vectors, errors in embedder.embed_stream(items, batch_size=batch):
                 new = {h: np.asarray(vec, dtype=np.float32) for h, vec in zip(keys, vectors)}
                 self.forward_rows += len(new)
