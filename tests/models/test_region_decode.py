@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.images import encode
+from tests.support.images import encode, noise
 from visiondb.errors import ImageDecodeError
 from visiondb.imaging import decode as decode_mod
 from visiondb.imaging.decode import decode_array, decode_box
 from visiondb.imaging.preprocess import EFFICIENTNET, IMAGENET_224, centre_crop, crop_bytes
-
-
-def noise(w: int, h: int, seed: int = 0) -> Image.Image:
-    """Random texture over a gradient: every decoding difference at a region's edge shows."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=-1)
-    return Image.fromarray(np.clip(base + rng.integers(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8), "RGB")
 
 
 def sliced(data: bytes, box, min_side):  # noqa: ANN001, ANN201 - a Box
