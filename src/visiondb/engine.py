@@ -14,6 +14,7 @@ import pyarrow as pa
 from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
 from .errors import FetchError, NotFoundError, QueryError
+from .sql.udf import raised_in_udf
 from .storage.embedding_cache import EmbeddingCache
 from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef, uri_sha256
 from .storage.media import MediaStore, sha256_hex
@@ -131,7 +132,7 @@ class VisionDB:
             cur.execute(query, params) if params is not None else cur.execute(query)
             return Result(cur)
         except duckdb.Error as exc:
-            raise QueryError(f"SQL error: {exc}", query=query) from None
+            raise raised_in_udf(exc) or QueryError(f"SQL error: {exc}", query=query) from None
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> duckdb.DuckDBPyConnection:
         self.embedding_cache.flush()
@@ -139,7 +140,7 @@ class VisionDB:
         try:
             return self.cursor().execute(query, params) if params is not None else self.cursor().execute(query)
         except duckdb.Error as exc:
-            raise QueryError(f"SQL error: {exc}", query=query) from None
+            raise raised_in_udf(exc) or QueryError(f"SQL error: {exc}", query=query) from None
 
     def _note_function_ddl(self, query: str) -> None:
         """A statement that may create, replace or drop a macro or function by hand: from now on a transform looks

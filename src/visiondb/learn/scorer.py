@@ -11,7 +11,7 @@ from ..core.config import Params
 from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
 from ..errors import ConfigError, ImageDecodeError, VisionDBError
-from ..sql.udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
+from ..sql.udf import create_macro, fail_row, impl_name, register_arrow_udf, udf_call
 from .inputs import list_column_matrix
 from .model_store import ModelEntry, load_model_config, load_model_entry
 
@@ -131,8 +131,7 @@ class ClassifierFunction(Function):
 
     def _row_failed(self, item: str, error: VisionDBError) -> None:
         """Record a row that cannot be scored; without an error sink (a plain SELECT, a REST call) raise, naming it."""
-        if not report_row_error(self.id, item, error):
-            raise type(error)(f"{self.id}({item}): {error.message}", **error.details)
+        fail_row(self.id, item, error)
 
     def _image_inputs(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Encoded bytes of the rows that can be scored, and a mask of those rows; an image that cannot be read
@@ -146,8 +145,7 @@ class ClassifierFunction(Function):
                 assert ref is not None
                 X[i] = self.db.read_ref(ref)[0]
             except VisionDBError as exc:
-                if not report_row_error(self.id, ref.label if ref else "<null>", exc):
-                    raise
+                self._row_failed(ref.label if ref else "<null>", exc)
                 X[i] = None
         read = np.flatnonzero([x is not None for x in X])
         check = getattr(self.model, "undecodable", None)

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..errors import VisionDBError
 from ..storage.images import ref_from_json
-from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
+from .udf import create_macro, fail_row, impl_name, register_arrow_udf, udf_call
 
 if TYPE_CHECKING:
     from ..engine import VisionDB
@@ -38,8 +38,7 @@ def register_builtins(db: "VisionDB") -> None:
         for i, result in enumerate(results):  # failures go to the statement's sink from this (the UDF's) thread
             if isinstance(result, tuple):
                 label, error = result
-                if not report_row_error("fetch", label, error):
-                    raise VisionDBError(f"fetch({label}): {error.message}") from None
+                fail_row("fetch", label, error)
                 results[i] = None
         return pa.array(results, pa.binary())
 

@@ -18,7 +18,7 @@ from ..core.registry import FUNCTION_TYPES
 from ..errors import VisionDBError
 from ..storage.embedding_cache import vectors_to_arrow
 from ..storage.images import CONTENT_SCHEMES, ImageRef, ref_from_json
-from .udf import create_macro, impl_name, register_arrow_udf, report_row_error, udf_call
+from .udf import create_macro, fail_row, impl_name, register_arrow_udf, udf_call
 
 
 def balanced_batch_size(n: int, batch_size: int, workers: int) -> int:
@@ -192,6 +192,4 @@ class ImageEmbedding(Function):
         return results
 
     def _fail(self, item: str, error: Exception) -> None:
-        if not report_row_error(self.id, item, error):
-            msg = error.message if isinstance(error, VisionDBError) else str(error)
-            raise VisionDBError(f"{self.id}({item}): {msg}")
+        fail_row(self.id, item, error)

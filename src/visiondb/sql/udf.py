@@ -10,6 +10,7 @@ import inspect
 import json
 import threading
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import duckdb
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 
 SINK_VARIABLE = "__vdb_sink"
 _current = threading.local()  # .sink: the ErrorSink of the statement whose UDF runs on this thread
+UDF_ERROR_PREFIX = "Python exception occurred while executing the UDF: "
+"""What DuckDB puts before `ClassName: message` of an exception a Python UDF raised (all it keeps of it)."""
+RAISED_KEPT = 64  # recent UDF errors kept for `raised_in_udf`
+_raised: OrderedDict[str, VisionDBError] = OrderedDict()
+_raised_lock = threading.Lock()
 
 
 def impl_name(name: str) -> str:
@@ -83,10 +89,47 @@ def with_sink(fn: Callable[..., pa.Array]) -> Callable[..., pa.Array]:
         _current.sink = _sinks.get(token) if token is not None else None
         try:
             return fn(*columns)
+        except VisionDBError as exc:
+            _keep_raised(exc)
+            raise
         finally:
             _current.sink = previous
 
     return call
+
+
+def _keep_raised(exc: VisionDBError) -> None:
+    """Remember a typed error a UDF raised, under the text DuckDB will report it by."""
+    key = f"{type(exc).__name__}: {exc}"
+    with _raised_lock:
+        _raised[key] = exc
+        _raised.move_to_end(key)
+        while len(_raised) > RAISED_KEPT:
+            _raised.popitem(last=False)
+
+
+def raised_in_udf(exc: duckdb.Error) -> VisionDBError | None:
+    """A fresh copy of the visiondb error whose raising inside a UDF failed the statement with `exc`, or None.
+
+    DuckDB keeps only the text of a UDF's exception; this gives callers back its type (a refused path stays
+    AccessDeniedError, 403 over REST) and its own message, without DuckDB's wrapping."""
+    text = str(exc)
+    start = text.find(UDF_ERROR_PREFIX)
+    if start < 0:
+        return None
+    with _raised_lock:
+        raised = _raised.get(text[start + len(UDF_ERROR_PREFIX):])
+    return None if raised is None else type(raised)(raised.message, **raised.details)
+
+
+def fail_row(function: str, item: str, error: Exception) -> None:
+    """A row of `function` failed: record it in the running statement's sink, or (no sink: a plain SELECT, a REST
+    call) raise it naming the function and the row, keeping a visiondb error's type and details."""
+    if report_row_error(function, item, error):
+        return
+    if isinstance(error, VisionDBError):
+        raise type(error)(f"{function}({item}): {error.message}", **error.details) from None
+    raise VisionDBError(f"{function}({item}): {type(error).__name__}: {error}") from None
 
 
 def create_macro(db: "VisionDB", name: str, args: Sequence[str], body: str) -> None:
@@ -121,7 +164,8 @@ def apply_via_sql(function: "Function", input: Mapping[str, Any]) -> dict:
         cur.execute(f"SELECT {function.id}({placeholders}) AS output", values)
         column = cur.to_arrow_table().column(0).to_pylist(maps_as_pydicts="strict")
     except duckdb.Error as exc:
-        raise QueryError(f"function {function.id!r} failed: {exc}", function=function.id) from None
+        failed = QueryError(f"function {function.id!r} failed: {exc}", function=function.id)
+        raise raised_in_udf(exc) or failed from None
     return output_object(column[0] if column else None, function.output_name())
 
 

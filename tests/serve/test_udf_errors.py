@@ -1,0 +1,75 @@
+"""Errors raised inside SQL functions keep their type through DuckDB: a refused file is 403 and a missing one 400 on
+every route (batched application, plain application, /v1/query), with visiondb's own message."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import visiondb
+from tests.serve.conftest import TOKEN
+from visiondb.errors import AccessDeniedError, FetchError, QueryError
+from visiondb.serve.app import create_app
+from visiondb.serve.settings import ServerSettings
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "note.txt").write_text("hello")
+    db = visiondb.connect(tmp_path / "udf.vdb")
+    with TestClient(create_app(db, ServerSettings(token=TOKEN, allow_roots=[allowed])),
+                    raise_server_exceptions=False) as c:
+        c.allowed = allowed  # type: ignore[attr-defined]
+        for name, expression in {"body": "fetch_bytes(x)", "pair": "octet_length(fetch_bytes(x)) + y"}.items():
+            assert c.put(f"/v1/functions/{name}", headers=AUTH, json={
+                "type": "sql.expression", "params": {"expression": expression}}).status_code == 201
+        yield c
+    db.close()
+
+
+def assert_error(resp, code: int, *needles: str) -> dict:
+    assert resp.status_code == code, resp.text
+    body = resp.json()
+    assert body["httpCode"] == code
+    for needle in needles:
+        assert needle in body["error"], body
+    assert "Python exception occurred" not in body["error"]  # DuckDB's wrapping is gone
+    return body
+
+
+@pytest.mark.parametrize("route", ["batched", "plain", "query"])
+def test_refused_and_missing_files_keep_their_status(client: TestClient, route: str) -> None:
+    def request(path: str):
+        if route == "batched":  # one URI input: the micro-batcher's statement
+            return client.post("/v1/functions/body/application", headers=AUTH, json={"input": {"x": path}})
+        if route == "plain":  # two inputs: `db.functions.apply`
+            return client.post("/v1/functions/pair/application", headers=AUTH, json={"input": {"x": path, "y": 1}})
+        return client.get("/v1/query", headers=AUTH, params={"q": f"SELECT fetch_bytes('{path}') AS b"})
+
+    body = assert_error(request("/etc/hostname"), 403, "/etc/hostname", "outside the allowed roots")
+    assert body["details"]["uri"] == "/etc/hostname"
+    missing = str(client.allowed / "missing.jpg")  # type: ignore[attr-defined]
+    assert_error(request(missing), 400, missing)
+    good = request(str(client.allowed / "note.txt"))  # type: ignore[attr-defined]
+    assert good.status_code == 200, good.text
+
+
+def test_python_api_raises_the_udf_error_type(tmp_path: Path) -> None:
+    db = visiondb.connect(tmp_path / "api.vdb")
+    try:
+        db.functions.put("body", {"type": "sql.expression", "params": {"expression": "fetch_bytes(x)"}})
+        missing = str(tmp_path / "missing.jpg")
+        with pytest.raises(FetchError, match="missing.jpg") as info:
+            db.sql(f"SELECT body('{missing}')").fetchall()
+        assert not isinstance(info.value, AccessDeniedError) and info.value.details["uri"] == missing
+        with pytest.raises(FetchError, match="missing.jpg"):
+            db.functions.apply("body", {"x": missing})
+        with pytest.raises(QueryError, match="no_such_function"):  # plain SQL errors stay QueryError
+            db.sql("SELECT no_such_function(1)")
+    finally:
+        db.close()
