@@ -17,6 +17,7 @@ import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from visiondb.errors import ImageDecodeError
+from visiondb.imaging.icons import embedded_frame_sizes
 
 try:  # built by `make install` against the system's libjpeg-turbo; without it every box is cut from a full decode
     from visiondb.imaging import _jpegregion
@@ -112,6 +113,10 @@ def _open(data: bytes) -> Image.Image:
     """Open (header only) and enforce the pixel limit; raise ImageDecodeError with the cause."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    for number, (width, height) in enumerate(embedded_frame_sizes(data), 1):
+        if width * height > MAX_PIXELS:  # Pillow would decode it while opening or loading the icon
+            raise ImageDecodeError(f"image too large: embedded frame {number} is {width}x{height} "
+                                   f"({width * height} pixels > {MAX_PIXELS})")
     stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():

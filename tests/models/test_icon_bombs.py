@@ -1,0 +1,87 @@
+"""Icon files whose embedded frame is a decompression bomb are refused from their headers, before Pillow decodes the
+frame (it would while opening an ICO and while loading an ICNS); ordinary icons still decode."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from tests.support.images import gradient
+from visiondb.errors import ImageDecodeError
+from visiondb.imaging.decode import MAX_PIXELS, decode_rgb, probe_image
+from visiondb.imaging.icons import embedded_frame_sizes
+
+BIG = 12_000  # 144 M pixels: over visiondb's limit, under twice Pillow's (which alone would decode it)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk (8-bit RGBA) declaring `width` x `height`: all a header reader needs."""
+    body = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + body + struct.pack(">I", zlib.crc32(b"IHDR" + body))
+
+
+def ico(*frames: bytes) -> bytes:
+    """An ICO whose directory lists `frames` as 256x256 32-bit icons."""
+    offset, entries = 6 + 16 * len(frames), b""
+    for frame in frames:
+        entries += struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(frame), offset)
+        offset += len(frame)
+    return struct.pack("<HHH", 0, 1, len(frames)) + entries + b"".join(frames)
+
+
+def icns(kind: bytes, frame: bytes) -> bytes:
+    record = kind + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(record)) + record
+
+
+def dib_header(width: int, height: int) -> bytes:
+    return struct.pack("<IiiHHIIiiII", 40, width, height, 1, 32, 0, 0, 0, 0, 0, 0)
+
+
+def j2k_header(width: int, height: int) -> bytes:
+    """A JPEG 2000 codestream's SOC and SIZ markers (one 8-bit component)."""
+    siz = struct.pack(">HIIIIIIIIH", 0, width, height, 0, 0, width, height, 0, 0, 1) + bytes([7, 1, 1])
+    return b"\xff\x4f\xff\x51" + struct.pack(">H", 2 + len(siz)) + siz
+
+
+BOMBS = {
+    "ico png frame": ico(png_header(32, 32), png_header(BIG, BIG)),
+    "ico bmp frame": ico(dib_header(BIG, 2 * BIG)),
+    "icns png frame": icns(b"ic10", png_header(BIG, BIG)),
+    "icns jpeg 2000 frame": icns(b"ic09", j2k_header(BIG, BIG)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_icon_bombs_are_refused_before_pillow_opens_them(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("Pillow was asked to open the icon")
+
+    monkeypatch.setattr(Image, "open", never)
+    for read in (probe_image, decode_rgb):
+        with pytest.raises(ImageDecodeError, match=rf"image too large: embedded frame \d is {BIG}x"):
+            read(BOMBS[name])
+
+
+def test_header_sizes_of_icon_frames() -> None:
+    assert embedded_frame_sizes(BOMBS["ico png frame"]) == [(32, 32), (BIG, BIG)]
+    assert embedded_frame_sizes(BOMBS["ico bmp frame"]) == [(BIG, 2 * BIG)]
+    assert embedded_frame_sizes(BOMBS["icns jpeg 2000 frame"]) == [(BIG, BIG)]
+    assert embedded_frame_sizes(b"\x00\x00\x01\x00") == [] and embedded_frame_sizes(b"\xff\xd8\xff") == []
+    assert BIG * BIG > MAX_PIXELS
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "ICNS"])
+def test_ordinary_icons_still_decode(fmt: str) -> None:
+    out = io.BytesIO()
+    if fmt == "ICO":
+        gradient(64, 64).save(out, fmt, sizes=[(16, 16), (32, 32), (64, 64)])
+    else:
+        gradient(512, 512).save(out, fmt)
+    data = out.getvalue()
+    largest = max(embedded_frame_sizes(data), key=lambda size: size[0] * size[1])
+    img = decode_rgb(data)  # the largest frame (ICNS: 512 px at 2x)
+    assert img.mode == "RGB" and img.size == largest == ((64, 64) if fmt == "ICO" else (1024, 1024))
