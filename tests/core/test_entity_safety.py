@@ -49,6 +49,18 @@ def test_ids_differing_only_in_case_are_refused(db):
     assert db.sql("SELECT v FROM d").fetchall() == [(42,)]
 
 
+@pytest.mark.parametrize("id", ["both", "select", "Left", "row", "values"])
+def test_function_ids_that_are_sql_keywords_are_refused(db, id):
+    """`both` failed with DuckDB's parser error about the macro; `row`/`values` were defined but `row(x)` called
+    DuckDB's own syntax, never the function."""
+    with pytest.raises(ConfigError, match="SQL keyword") as err:
+        db.functions.put(id, UPPER)
+    assert err.value.details["field"] == "id"
+    assert db.functions.list() == []
+    db.functions.put(f"{id}_fn", UPPER)  # a keyword inside an id is fine
+    assert db.sql(f"SELECT {id}_fn('ab')").fetchall() == [("AB",)]
+
+
 def test_procedure_ids_may_differ_in_case(db):
     cfg = {"type": "transform", "params": {"inputData": "SELECT 1 AS a", "outputDataset": "o",
                                            "runOnCreation": False}}

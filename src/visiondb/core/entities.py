@@ -110,6 +110,20 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_keywords: frozenset[str] | None = None
+
+
+def sql_keywords(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """DuckDB's keywords that are more than plain identifiers (reserved, type/function and column-name ones), read
+    from `duckdb_keywords()` once per process."""
+    global _keywords
+    if _keywords is None:
+        rows = con.cursor().execute(
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'").fetchall()
+        _keywords = frozenset(name.lower() for (name,) in rows)
+    return _keywords
+
+
 class Collection:
     """Common put/get/list/delete over the catalog for one entity kind."""
 
@@ -266,6 +280,14 @@ class DatasetCollection(Collection):
 class FunctionCollection(Collection):
     kind = "function"
     registry = FUNCTION_TYPES
+
+    def check_id(self, id: str) -> None:
+        """Also refuse SQL keywords: a function is a DuckDB macro called as `id(...)`, which the parser reads as
+        its own syntax (`left`, `row`, `values`) or rejects (`select`, `both`)."""
+        super().check_id(id)
+        if id.lower() in sql_keywords(self.db.connection):
+            raise ConfigError(f"invalid function id {id!r}: it is a SQL keyword, which DuckDB cannot call as a "
+                              "function; choose another id", field="id")
 
     def activate(self, entity: Entity) -> None:
         assert isinstance(entity, Function)
