@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", action="append", default=[], help="function to load at start-up (repeatable)")
     p.add_argument("--max-batch", type=int, default=32, help="most requests one micro-batch holds")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill")
+    p.add_argument("--query-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="longest a GET /v1/query statement runs before it is interrupted (answered 504)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="the MLDB car-brand workflow on the CC0 clothing photos")
@@ -296,7 +298,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(
         args.db, args.host, args.port, token=args.token or os.environ.get("VISIONDB_TOKEN"),
         allow_roots=args.allow_root, allow_fetch=args.allow_fetch, protect_reads=args.protect_reads,
-        warm=args.warm, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        warm=args.warm, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, query_timeout_s=args.query_timeout,
     )
     return 0
 

@@ -1,15 +1,22 @@
 """`/v1/query` without the token: catalog tables, CTEs and safe table functions only; no files, nested SQL or
-state changes. Plus the shape of query results (repeated column names) and JSON-safe echoes."""
+state changes. Plus the shape of query results (repeated column names), JSON-safe echoes and the query timeout."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from fastapi.testclient import TestClient
 
 import visiondb
 from tests.serve.conftest import TOKEN
+from tests.serve.live import LiveServer
+from visiondb.cli import main as cli_main
+from visiondb.errors import ConfigError, QueryError
 from visiondb.serve.app import create_app
+from visiondb.serve.errors import QueryTimeoutError
+from visiondb.serve.routes_query import time_limit
 from visiondb.serve.settings import ServerSettings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -151,3 +158,69 @@ def test_catalog_records_with_configs_need_the_token(client: TestClient, sql: st
     assert resp.status_code == 403 and "token" in resp.json()["error"], resp.text
     assert query(client, sql, auth=True).status_code == 200
     assert query(client, "SELECT count(*) AS n FROM vdb.embeddings").status_code == 200  # no configs there
+
+
+LONG_QUERY = "SELECT count(*) AS n FROM range(100000000000) a, range(10) b"  # 10^12 rows: hours without a limit
+
+
+@pytest.fixture(scope="module")
+def timed_server(tmp_path_factory: pytest.TempPathFactory):
+    """A live server whose queries may run for 1 s."""
+    with LiveServer(tmp_path_factory.mktemp("db") / "timeout.vdb", token=TOKEN, query_timeout_s=1) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["anonymous", "token"])
+def test_a_long_query_is_interrupted_with_a_504(timed_server: LiveServer, auth: bool) -> None:
+    headers = AUTH if auth else {}
+    started = time.monotonic()
+    resp = requests.get(f"{timed_server.url}/v1/query", params={"q": LONG_QUERY}, headers=headers, timeout=120)
+    assert time.monotonic() - started < 60
+    assert resp.status_code == 504, resp.text
+    body = resp.json()
+    assert body["httpCode"] == 504 and "query timeout" in body["error"] and "interrupted" in body["error"]
+    assert body["details"]["timeout_s"] == 1
+    for n in range(5):  # the threads (and their DuckDB cursors) that ran the interrupted query answer again
+        again = requests.get(f"{timed_server.url}/v1/query", params={"q": f"SELECT {n} AS n"}, headers=headers,
+                             timeout=60)
+        assert again.status_code == 200 and again.json() == [{"n": n}], again.text
+
+
+def test_an_interrupted_cursor_runs_the_next_statement(tmp_path: Path) -> None:
+    """The same thread, so the same per-thread cursor: it is usable after the interrupt."""
+    with visiondb.connect(tmp_path / "t.vdb") as db:
+        with pytest.raises(QueryTimeoutError) as err:
+            with time_limit(db.cursor(), 0.5, LONG_QUERY):
+                db.sql(LONG_QUERY)
+        assert err.value.http_code == 504 and err.value.details["timeout_s"] == 0.5
+        with time_limit(db.cursor(), 60, "SELECT 7"):
+            assert db.sql("SELECT 7").fetchall() == [(7,)]
+        assert db.sql("SELECT 8").fetchall() == [(8,)]
+
+
+def test_errors_within_the_limit_are_not_timeouts(tmp_path: Path) -> None:
+    with visiondb.connect(tmp_path / "t.vdb") as db:
+        with pytest.raises(QueryError):
+            with time_limit(db.cursor(), 60, "SELECT * FROM missing"):
+                db.sql("SELECT * FROM missing")
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_query_timeout_must_be_positive(value: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        ServerSettings(query_timeout_s=value)
+    assert err.value.details["field"] == "query_timeout_s" and "query_timeout_s" in err.value.message
+
+
+def test_cli_serve_passes_the_query_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict = {}
+    monkeypatch.setattr("visiondb.serve.server.serve", lambda *args, **kwargs: seen.update(kwargs))
+    assert cli_main(["--db", str(tmp_path / "x.vdb"), "serve", "--query-timeout", "2.5"]) == 0
+    assert seen["query_timeout_s"] == 2.5
+    assert cli_main(["--db", str(tmp_path / "x.vdb"), "serve"]) == 0
+    assert seen["query_timeout_s"] == ServerSettings().query_timeout_s == 300
+
+
+def test_openapi_lists_the_timeout_answer(client: TestClient) -> None:
+    responses = client.get("/openapi.json").json()["paths"]["/v1/query"]["get"]["responses"]
+    assert "504" in responses

@@ -32,6 +32,12 @@ class ApplyTimeoutError(VisionDBError):
     http_code = 504
 
 
+class QueryTimeoutError(VisionDBError):
+    """A `/v1/query` statement ran past the server's `query_timeout_s` and was interrupted."""
+
+    http_code = 504
+
+
 def error_response(message: str, code: int, details: dict | None = None,
                    headers: dict[str, str] | None = None) -> SafeJSONResponse:
     """The one error body shape used by every route (URL passwords masked and run tracebacks left out: a failed

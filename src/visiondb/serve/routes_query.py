@@ -1,13 +1,17 @@
-"""`GET /v1/query?q=<SQL>&format=table|json|aos|soa`: SQL through `db.sql`, read-only unless authorised."""
+"""`GET /v1/query?q=<SQL>&format=table|json|aos|soa`: SQL through `db.sql`, read-only unless authorised, and
+interrupted once it runs past the server's `query_timeout_s`."""
 from __future__ import annotations
 
-from typing import Any, Literal
+import contextlib
+import threading
+from typing import Any, Iterator, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from .encode import respond
-from .models import ERROR_RESPONSES, QueryResponse
+from .errors import QueryTimeoutError
+from .models import ERROR_RESPONSES, ErrorBody, QueryResponse
 from .security import check_no_file_access, has_token, is_read_only, require_token
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
@@ -15,7 +19,8 @@ router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
 Format = Literal["table", "json", "aos", "soa"]
 
 
-@router.get("/query", response_model=QueryResponse, summary="Run SQL and return rows as table/json/aos/soa")
+@router.get("/query", response_model=QueryResponse, summary="Run SQL and return rows as table/json/aos/soa",
+            responses={504: {"model": ErrorBody, "description": "the query ran past the server's query_timeout_s"}})
 async def query(request: Request, q: str = Query(..., description="the SQL statement"),
                 format: Format = Query("json")) -> Response:
     return respond(await run_in_threadpool(run_query, request, q, format))
@@ -30,10 +35,54 @@ def run_query(request: Request, sql: str, format: str) -> Any:
         require_token(request, settings, "GET /v1/query")
     if not settings.token or not has_token(request, settings):
         check_no_file_access(db, sql)
-    table = db.sql(sql).arrow()
+    with time_limit(db.cursor(), settings.query_timeout_s, sql):  # db.sql runs on this thread's cursor
+        table = db.sql(sql).arrow()  # execution and the fetch into Arrow; shaping below is outside the limit
     names = list(table.column_names)
     columns = [column_values(table.column(i)) for i in range(table.num_columns)]
     return shape_rows(names, columns, format)
+
+
+class Interrupter:
+    """Calls `cursor.interrupt()` once `seconds` pass unless `stop()` came first; the lock keeps a timer that
+    fires as the statement ends from interrupting whatever the cursor runs next."""
+
+    def __init__(self, cursor: Any, seconds: float) -> None:
+        self.cursor, self.fired, self._running = cursor, False, True
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._interrupt)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            if self._running:
+                self.fired = True
+                self.cursor.interrupt()
+
+    def stop(self) -> bool:
+        """Cancel the timer (idempotent); True when it interrupted the statement."""
+        self._timer.cancel()
+        with self._lock:
+            self._running = False
+        return self.fired
+
+
+@contextlib.contextmanager
+def time_limit(cursor: Any, seconds: float, sql: str) -> Iterator[None]:
+    """Run the block with `cursor` interrupted after `seconds`. An interrupted block raises QueryTimeoutError,
+    whatever it raised itself (`db.sql` wraps DuckDB's InterruptException into a QueryError) or if it finished
+    just as the limit passed."""
+    guard = Interrupter(cursor, seconds)
+    try:
+        yield
+    except Exception:
+        if not guard.stop():
+            raise
+    finally:
+        guard.stop()
+    if guard.fired:
+        raise QueryTimeoutError(f"query did not finish within {seconds:g} s (the server's query timeout); "
+                                "it was interrupted", timeout_s=seconds, query=sql)
 
 
 def column_values(column: Any) -> list[Any]:

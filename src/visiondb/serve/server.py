@@ -19,6 +19,7 @@ def serve(
     protect_reads: bool = False,
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
+    query_timeout_s: float = 300.0,
     warm: Sequence[str] = (),
     max_body_mb: float = 32,
     log_level: str = "warning",
@@ -32,6 +33,7 @@ def serve(
     settings = ServerSettings(
         token=token, protect_reads=protect_reads, allow_roots=tuple(allow_roots), allow_fetch=tuple(allow_fetch),
         max_batch=max_batch, max_wait_ms=max_wait_ms, warm=tuple(warm), max_body_bytes=int(max_body_mb * MiB),
+        query_timeout_s=query_timeout_s,
     )
     db = connect(db_path)
     for problem in db.load_problems:

@@ -1,4 +1,4 @@
-"""Server settings: auth token, file/URL access rules, body limits and micro-batching knobs."""
+"""Server settings: auth token, file/URL access rules, body limits, time limits and micro-batching knobs."""
 from __future__ import annotations
 
 import os
@@ -24,6 +24,7 @@ class ServerSettings:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     apply_timeout_s: float = 600.0  # longest a function application may wait for its (batched) result
+    query_timeout_s: float = 300.0  # longest a GET /v1/query statement may run before it is interrupted
     warm: Sequence[str] = ()
     install_fetch_policy: bool = True
     extra: dict = field(default_factory=dict)
@@ -38,5 +39,7 @@ class ServerSettings:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}", field="max_batch")
         if not self.apply_timeout_s > 0:
             raise ConfigError(f"apply_timeout_s must be > 0, got {self.apply_timeout_s}", field="apply_timeout_s")
+        if not self.query_timeout_s > 0:
+            raise ConfigError(f"query_timeout_s must be > 0, got {self.query_timeout_s}", field="query_timeout_s")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}", field="max_wait_ms")
