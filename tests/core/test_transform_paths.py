@@ -81,6 +81,9 @@ def test_repeated_or_null_row_names_do_not_depend_on_chunk_size(db):
     "SELECT twice_mean(x) AS m FROM src",
     "SELECT x, position_of(x) AS p FROM src",
     "SELECT raw_mean(x) AS m FROM src",
+    "PIVOT src ON label USING sum(x)",  # DuckDB plans a PIVOT without IN (...) as several statements
+    "SELECT * FROM (PIVOT (SELECT label, x % 2 AS odd FROM src) ON label USING count(*)) p",
+    "PIVOT src ON label IN (0, 1) USING max(x)",
 ])
 def test_queries_over_all_rows_do_not_depend_on_chunk_size(db, query):
     make_source(db)
@@ -96,6 +99,13 @@ def test_queries_over_all_rows_do_not_depend_on_chunk_size(db, query):
         assert db.sql("SELECT count(*) FROM o3").fetchone() == db.sql("SELECT count(*) FROM o1000").fetchone() == (3,)
     else:
         assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000") == rows(db, query)
+
+
+def test_a_pivot_may_replace_the_table_it_reads(db):
+    make_source(db)
+    transform(db, "copy", "SELECT label, x FROM src", "wide", 4)
+    transform(db, "pivot", "PIVOT (SELECT label, x FROM wide) ON label USING sum(x)", "wide", 4)  # written to staging, then swapped in
+    assert db.sql("SELECT * FROM wide").fetchall() == [(18, 12, 15)]
 
 
 @pytest.mark.parametrize("chunk", [4, 100])

@@ -38,7 +38,10 @@ def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
 def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[str, str | None] | None) -> SelectShape:
     """Parse `query` (DuckDB's parser) into the facts a transform decides its path on; `defined`: the functions
     the database defined itself, or None when that is not known to be all of them (see `_calls_need_all_rows`)."""
-    require_one_statement(con, query, "inputData")
+    if require_one_statement(con, query, "inputData") == "MULTI":
+        # a PIVOT without an IN list (DuckDB first reads the pivot values) has no parse tree to analyse: run it
+        # whole, into a staging table, as any query whose rows depend on each other
+        return SelectShape(None, None, "altered", True, {}, [])
     tree = sql_tree(con, query)
     if tree.get("error"):
         raise QueryError(f"SQL error in inputData: {tree.get('error_message', 'cannot parse')}", field="inputData")

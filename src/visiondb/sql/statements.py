@@ -41,10 +41,10 @@ QUERY_STATEMENTS = {"SELECT", "MULTI"}
 (PIVOT, which DuckDB plans as several statements)."""
 
 
-def require_one_statement(db: Any, sql: str, field: str) -> None:
-    """ConfigError naming `field` unless `sql` is exactly one query: an empty or `;` query has no statement (DuckDB
-    would answer it with no result at all), and a write (`INSERT ... RETURNING`, `CREATE TABLE ... AS`) would run
-    again with every chunk and every resume. QueryError when it does not parse."""
+def require_one_statement(db: Any, sql: str, field: str) -> str:
+    """The kind of `sql` (SELECT or MULTI); ConfigError naming `field` unless it is exactly one query: an empty or
+    `;` query has no statement (DuckDB would answer it with no result at all), and a write (`INSERT ... RETURNING`,
+    `CREATE TABLE ... AS`) would run again with every chunk and every resume. QueryError when it does not parse."""
     try:
         statements = db.cursor().extract_statements(sql)
     except duckdb.Error as exc:
@@ -55,3 +55,4 @@ def require_one_statement(db: Any, sql: str, field: str) -> None:
     kind = statements[0].type.name
     if kind not in QUERY_STATEMENTS:
         raise ConfigError(f"{field} must be one query (SELECT ...), not a {kind} statement", field=f"params.{field}")
+    return kind
