@@ -193,3 +193,13 @@ def test_functions_redefined_by_hand_are_looked_up(db, ddl, query):
     for chunk in (3, 1000):
         transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
     assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000") == rows(db, query)
+
+
+def test_a_user_macro_named_lower_does_not_hide_an_aggregate_macro(db):
+    """The lookup of hand-made macros matched names with `lower(...)` in SQL, which then called the user's macro."""
+    make_source(db)
+    db.sql("CREATE MACRO lower(s) AS 'shadowed'")
+    db.sql("CREATE MACRO raw_mean(x) AS avg(x)")
+    for chunk in (3, 1000):
+        transform(db, f"t{chunk}", "SELECT raw_mean(x) AS m FROM src", f"o{chunk}", chunk)
+    assert db.sql("SELECT * FROM o3").fetchall() == db.sql("SELECT * FROM o1000").fetchall() == [(4.5,)]

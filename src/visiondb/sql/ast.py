@@ -138,10 +138,11 @@ def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], define
         else:
             unknown.append(name)
     if unknown:
-        rows = con.execute(
-            "SELECT function_type, macro_definition FROM duckdb_functions()"
-            " WHERE function_type IN ('aggregate', 'macro') AND lower(function_name) IN (SELECT unnest(?::VARCHAR[]))",
-            [unknown]).fetchall()
+        # names are matched here, not by SQL functions in the query: a user's macro may be called `lower`
+        wanted = set(unknown)
+        rows = [(kind, definition) for name, kind, definition in con.execute(
+            "SELECT function_name, function_type, macro_definition FROM duckdb_functions()"
+            " WHERE function_type IN ('aggregate', 'macro')").fetchall() if name.lower() in wanted]
         if any(kind == "aggregate" for kind, _ in rows):
             return True
         bodies.extend(definition for _, definition in rows if definition)
@@ -172,8 +173,8 @@ def builtin_functions(con: duckdb.DuckDBPyConnection) -> BuiltinFunctions:
     """DuckDB's built-in functions (listed once per process: ~12 ms)."""
     global _builtins
     if _builtins is None:
-        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, macro_definition"
-                           " FROM duckdb_functions() WHERE internal").fetchall()
+        rows = {(name.lower(), kind, definition) for name, kind, definition in con.execute(
+            "SELECT function_name, function_type, macro_definition FROM duckdb_functions() WHERE internal").fetchall()}
         macros: dict[str, tuple[str, ...]] = {}
         for name, kind, definition in rows:
             if kind == "macro" and definition:
