@@ -49,11 +49,16 @@ def test_ids_differing_only_in_case_are_refused(db):
     assert db.sql("SELECT v FROM d").fetchall() == [(42,)]
 
 
-@pytest.mark.parametrize("id", ["both", "select", "Left", "row", "values"])
-def test_function_ids_that_are_sql_keywords_are_refused(db, id):
+@pytest.mark.parametrize("id, reason", [
+    ("both", "SQL keyword"), ("select", "SQL keyword"), ("Left", "SQL keyword"), ("row", "SQL keyword"),
+    ("values", "SQL keyword"), ("lower", "built-in function"), ("Range", "built-in function"),
+    ("unnest", "built-in function"), ("count", "built-in function"),
+])
+def test_function_ids_duckdb_gives_a_meaning_are_refused(db, id, reason):
     """`both` failed with DuckDB's parser error about the macro; `row`/`values` were defined but `row(x)` called
-    DuckDB's own syntax, never the function."""
-    with pytest.raises(ConfigError, match="SQL keyword") as err:
+    DuckDB's own syntax, never the function; `range` replaced DuckDB's range() in every query, the micro-batcher's
+    `unnest(range(?))` too."""
+    with pytest.raises(ConfigError, match=reason) as err:
         db.functions.put(id, UPPER)
     assert err.value.details["field"] == "id"
     assert db.functions.list() == []

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import duckdb
 
 from ..errors import ConfigError, ConflictError, NotFoundError, QueryError, VisionDBError
+from ..sql.names import builtin_functions, sql_keywords
 from .config import EntityConfig, Params, parse_config, parse_params
 from .registry import DATASET_TYPES, FUNCTION_TYPES, PROCEDURE_TYPES, Registry
 from .runs import RunContext, new_run_record, timestamp
@@ -108,20 +109,6 @@ class Procedure(Entity):
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-_keywords: frozenset[str] | None = None
-
-
-def sql_keywords(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    """DuckDB's keywords that are more than plain identifiers (reserved, type/function and column-name ones), read
-    from `duckdb_keywords()` once per process."""
-    global _keywords
-    if _keywords is None:
-        rows = con.cursor().execute(
-            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'").fetchall()
-        _keywords = frozenset(name.lower() for (name,) in rows)
-    return _keywords
 
 
 class Collection:
@@ -282,12 +269,17 @@ class FunctionCollection(Collection):
     registry = FUNCTION_TYPES
 
     def check_id(self, id: str) -> None:
-        """Also refuse SQL keywords: a function is a DuckDB macro called as `id(...)`, which the parser reads as
-        its own syntax (`left`, `row`, `values`) or rejects (`select`, `both`)."""
+        """Also refuse the names DuckDB gives a meaning (see `sql.names`): a function is a macro called as `id(...)`;
+        the parser reads a keyword as its own syntax (`left`, `row`) or rejects it (`select`), and a built-in's
+        name (`lower`, `range`) would replace DuckDB's function in every query, visiondb's own included."""
         super().check_id(id)
-        if id.lower() in sql_keywords(self.db.connection):
+        cur = self.db.cursor()
+        if id.lower() in sql_keywords(cur):
             raise ConfigError(f"invalid function id {id!r}: it is a SQL keyword, which DuckDB cannot call as a "
                               "function; choose another id", field="id")
+        if id.lower() in builtin_functions(cur).names:
+            raise ConfigError(f"invalid function id {id!r}: DuckDB has a built-in function of that name, which the "
+                              "function would replace in every query; choose another id", field="id")
 
     def activate(self, entity: Entity) -> None:
         assert isinstance(entity, Function)

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Literal, Mapping
 import duckdb
 
 from ..errors import QueryError
+from .names import builtin_functions
 from .statements import require_one_statement
 
 # how a select list carries the source's row-name column:
@@ -156,35 +157,6 @@ def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], define
             return True
     return False
 
-
-@dataclass(frozen=True)
-class BuiltinFunctions:
-    """DuckDB's built-in functions, by lower-case name: all of them, the aggregates, and the macros' bodies."""
-
-    names: frozenset[str]
-    aggregates: frozenset[str]
-    macros: dict[str, tuple[str, ...]]
-
-
-_builtins: BuiltinFunctions | None = None  # read once per process: the built-ins are the same for every database
-
-
-def builtin_functions(con: duckdb.DuckDBPyConnection) -> BuiltinFunctions:
-    """DuckDB's built-in functions (listed once per process: ~12 ms)."""
-    global _builtins
-    if _builtins is None:
-        rows = {(name.lower(), kind, definition) for name, kind, definition in con.execute(
-            "SELECT function_name, function_type, macro_definition FROM duckdb_functions() WHERE internal").fetchall()}
-        macros: dict[str, tuple[str, ...]] = {}
-        for name, kind, definition in rows:
-            if kind == "macro" and definition:
-                macros[name] = macros.get(name, ()) + (definition,)
-        _builtins = BuiltinFunctions(
-            names=frozenset(name for name, _, _ in rows),
-            aggregates=frozenset(name for name, kind, _ in rows if kind == "aggregate"),
-            macros=macros,
-        )
-    return _builtins
 
 
 def row_name_use(select_list: list[dict], source: str, column: str = ROW_NAME) -> RowNameUse:
