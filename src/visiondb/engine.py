@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import weakref
 from pathlib import Path
@@ -13,14 +12,14 @@ import pyarrow as pa
 
 from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
-from .errors import FetchError, NotFoundError, QueryError
+from .errors import ConflictError, FetchError, NotFoundError, QueryError
 from .sql.udf import raised_in_udf
 from .storage.embedding_cache import EmbeddingCache
 from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef, uri_sha256
 from .storage.media import MediaStore, sha256_hex
 
-_FUNCTION_DDL = re.compile(r"\b(MACRO|FUNCTION)\b", re.IGNORECASE)
-"""Words of a statement that may define, replace or drop a SQL function (see VisionDB._note_function_ddl)."""
+_open_files: dict[Path, weakref.ref] = {}  # database file -> the VisionDB of this process that has it open
+_open_files_lock = threading.Lock()
 
 
 class VisionDB:
@@ -35,16 +34,19 @@ class VisionDB:
         cache_dir: str | Path | None = None,
     ) -> None:
         self.path = Path(path).resolve() if path not in (None, ":memory:") else None
+        self._claim_file()
+        try:
+            self._open(media_dir, fetch_policy, cache_dir)
+        except BaseException:
+            self._release_file()
+            raise
+
+    def _open(self, media_dir: str | Path | None, fetch_policy: Any, cache_dir: str | Path | None) -> None:
         self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
         self._local = threading.local()
         self._cursors: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()  # closed by close()
         self._fetch_policy = fetch_policy
         self._fetcher: Any = None
-        # lower-case name -> macro body (None for a Python UDF) of every SQL function this object defined: a
-        # transform reads bodies here instead of listing DuckDB's functions (sql.udf keeps it up to date) while
-        # no statement run through sql()/execute() may have defined, replaced or dropped one by hand
-        self.defined_functions: dict[str, str | None] = {}
-        self.defined_functions_complete = True
         self._create_types()
         self.catalog = Catalog(self)
         if media_dir is None and self.path is not None:
@@ -61,6 +63,24 @@ class VisionDB:
 
         register_builtins(self)
         self.load_problems = self.functions.load_all()
+
+    def _claim_file(self) -> None:
+        """Refuse a file that another open VisionDB of this process holds: DuckDB would hand this object the same
+        database instance, where that object's Python functions are registered under the names these need."""
+        if self.path is None:
+            return
+        with _open_files_lock:
+            holder = _open_files.get(self.path)
+            if holder is not None and holder() is not None:
+                raise ConflictError(f"database file {self.path} is already open in this process: use that "
+                                    "visiondb object, or close it first", path=str(self.path))
+            _open_files[self.path] = weakref.ref(self)
+
+    def _release_file(self) -> None:
+        with _open_files_lock:
+            holder = _open_files.get(self.path) if self.path is not None else None
+            if holder is not None and holder() is self:
+                del _open_files[self.path]
 
     # connections ---------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -115,6 +135,7 @@ class VisionDB:
         for cur in list(self._cursors):
             cur.close()
         self._con.close()
+        self._release_file()
 
     def __enter__(self) -> "VisionDB":
         return self
@@ -126,7 +147,6 @@ class VisionDB:
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
         """Run SQL; returns a relation-like result with `.df()`, `.arrow()`, `.fetchall()`."""
         self.embedding_cache.flush()  # the statement sees every cached vector
-        self._note_function_ddl(query)
         cur = self.cursor()
         try:
             cur.execute(query, params) if params is not None else cur.execute(query)
@@ -136,17 +156,10 @@ class VisionDB:
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> duckdb.DuckDBPyConnection:
         self.embedding_cache.flush()
-        self._note_function_ddl(query)
         try:
             return self.cursor().execute(query, params) if params is not None else self.cursor().execute(query)
         except duckdb.Error as exc:
             raise raised_in_udf(exc) or QueryError(f"SQL error: {exc}", query=query) from None
-
-    def _note_function_ddl(self, query: str) -> None:
-        """A statement that may create, replace or drop a macro or function by hand: from now on a transform looks
-        every function it calls up in DuckDB, not in `defined_functions`."""
-        if _FUNCTION_DDL.search(query):
-            self.defined_functions_complete = False
 
     def table_exists(self, name: str) -> bool:
         row = self.cursor().execute(

@@ -142,3 +142,17 @@ def test_queries_of_every_read_form_are_input_data(db):
         status = db.procedures.put(f"p{i}", {"type": "transform", "params": {"inputData": query,
                                                                              "outputDataset": f"o{i}"}})
         assert status["status"]["firstRun"]["state"] == "finished"
+
+
+def test_a_second_object_on_an_open_file_is_refused(db):
+    """DuckDB hands a second connection in one process the same instance, where the first object's Python functions
+    are registered: opening failed with a raw CatalogException ("__vdb_fetch already exists")."""
+    import visiondb
+
+    with pytest.raises(ConflictError, match="already open in this process") as err:
+        visiondb.connect(db.path)
+    assert err.value.details["path"] == str(db.path)
+    assert db.sql("SELECT 1").fetchall() == [(1,)]  # the first object is untouched
+    db.close()
+    with visiondb.connect(db.path) as again:  # closed: the file may be opened again
+        assert again.sql("SELECT 2").fetchall() == [(2,)]

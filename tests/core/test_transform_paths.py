@@ -148,12 +148,14 @@ def test_an_empty_result_is_an_empty_table_with_the_query_columns(db):
         assert "stale" not in names and names - {"_rowName"} == ({"x"} if i != 1 else {"label", "n"})
 
 
-def test_functions_the_database_defined_are_read_without_listing_duckdbs(db):
-    """Deciding whether a query may run chunk by chunk reads the bodies of the macros this database defined (and
-    DuckDB's built-ins, once per process) from memory: `duckdb_functions()` lists thousands of built-ins (~12 ms
-    per look, paid before a transform's first row), so it is asked only about names nobody defined here."""
-    from visiondb.sql.ast import builtin_functions, parse_select
+def test_called_functions_are_judged_by_the_plan_without_listing_duckdbs(db):
+    """Whether a query may run chunk by chunk is read from DuckDB's plan, which shows what every called macro
+    expands to (~0.4 ms): `duckdb_functions()` lists thousands of built-ins (~12 ms per look, paid before a
+    transform's first row) and is read once per process, for the built-ins' names."""
+    from visiondb.sql.ast import parse_select
+    from visiondb.sql.names import builtin_functions
 
+    make_source(db)
     db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "avg(x)"}})
     db.functions.put("plus_one", {"type": "sql.expression", "params": {"expression": "x + 1"}})
     db.sql("CREATE MACRO raw_plus(x) AS x + 2")
@@ -172,11 +174,25 @@ def test_functions_the_database_defined_are_read_without_listing_duckdbs(db):
             return getattr(self.con, name)
 
     con = Recording(db.cursor())
-    assert parse_select(con, "SELECT plus_one(x) AS y, lower('A') FROM src", db.defined_functions).whole is False
-    assert parse_select(con, "SELECT mean_of(x) AS m FROM src", db.defined_functions).whole is True
+    assert parse_select(con, "SELECT plus_one(x) AS y, lower('A') FROM src").whole is False
+    assert parse_select(con, "SELECT mean_of(x) AS m FROM src").whole is True
+    assert parse_select(con, "SELECT raw_plus(x) AS y FROM src").whole is False
+    assert parse_select(con, "SELECT x FROM src").whole is False
     assert not [s for s in statements if "duckdb_functions" in s]
-    assert parse_select(con, "SELECT raw_plus(x) AS y FROM src", db.defined_functions).whole is False
-    assert [s for s in statements if "duckdb_functions" in s]  # a macro made by hand is looked up
+    assert len([s for s in statements if s.startswith("EXPLAIN")]) == 3  # a query calling no function needs none
+
+
+@pytest.mark.parametrize("cursor", ["cursor", "connection"])
+def test_functions_redefined_outside_visiondb_are_seen(db, cursor):
+    """A macro replaced on a raw cursor or on the connection was not noticed when visiondb kept the bodies it
+    defined in memory; the plan shows the body DuckDB holds now."""
+    make_source(db)
+    db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "x + 1"}})
+    (db.cursor() if cursor == "cursor" else db.connection).execute("CREATE OR REPLACE MACRO mean_of(x) AS avg(x)")
+    query = "SELECT mean_of(x) AS m FROM src"
+    for chunk in (3, 1000):
+        transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
+    assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000") == [(4.5,)]
 
 
 @pytest.mark.parametrize("ddl, query", [
@@ -185,8 +201,8 @@ def test_functions_the_database_defined_are_read_without_listing_duckdbs(db):
     ("CREATE MACRO abs(x) AS sum(x) OVER ()", "SELECT x, abs(x) AS a FROM src"),
 ])
 def test_functions_redefined_by_hand_are_looked_up(db, ddl, query):
-    """SQL typed by hand may replace a function visiondb defined or shadow a built-in: from then on every called
-    function is looked up in DuckDB, so a window or aggregate it now hides still makes the query whole."""
+    """SQL typed by hand may replace a function visiondb defined or shadow a built-in: a window or aggregate it now
+    hides still makes the query whole."""
     make_source(db)
     db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "x + 1"}})
     db.sql(ddl)

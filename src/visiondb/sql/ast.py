@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Iterator, Literal
 
 import duckdb
 
@@ -16,6 +17,8 @@ from .statements import require_one_statement
 # absent (to be added), altered (another value under that name: the rows have no usable identity)
 RowNameUse = Literal["kept", "renamed", "absent", "altered"]
 ROW_NAME = "_rowName"
+ROW_COMBINING = re.compile(r"AGGREGATE|GROUP_BY|WINDOW")
+"""Plan operators whose output rows combine input rows (HASH_GROUP_BY, UNGROUPED_AGGREGATE, STREAMING_WINDOW...)."""
 
 
 @dataclass
@@ -36,9 +39,8 @@ def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
     return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
 
 
-def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[str, str | None] | None) -> SelectShape:
-    """Parse `query` (DuckDB's parser) into the facts a transform decides its path on; `defined`: the functions
-    the database defined itself, or None when that is not known to be all of them (see `_calls_need_all_rows`)."""
+def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
+    """Parse `query` (DuckDB's parser) into the facts a transform decides its path on."""
     if require_one_statement(con, query, "inputData") == "MULTI":
         # a PIVOT without an IN list (DuckDB first reads the pivot values) has no parse tree to analyse: run it
         # whole, into a staging table, as any query whose rows depend on each other
@@ -60,7 +62,7 @@ def parse_select(con: duckdb.DuckDBPyConnection, query: str, defined: Mapping[st
     if table is not None and table.lower() in ctes:
         table = None
     alias = frm.get("alias") or None
-    whole = _needs_all_rows(con, node, defined) or (table is not None and tables_named(tables, table) > 1)
+    whole = _needs_all_rows(con, node, query) or (table is not None and tables_named(tables, table) > 1)
     use = row_name_use(node.get("select_list", []), (alias or table or "").lower())
     return SelectShape(table, alias, use, whole, tree, tables)
 
@@ -91,9 +93,10 @@ def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
             stack.extend(item)
 
 
-def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, defined: Mapping[str, str | None] | None) -> bool:
+def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, query: str) -> bool:
     """Whether a SELECT's rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY, LIMIT, sampling,
-    aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at)."""
+    aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at),
+    or in what the functions it calls expand to (then the plan decides, subqueries included)."""
     if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
         return True
     if node.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING" or node.get("sample"):
@@ -101,7 +104,9 @@ def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, defined: Mapping
     if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
         return True  # DISTINCT, LIMIT, LIMIT PERCENT
     calls = _own_calls({k: node.get(k) for k in ("select_list", "where_clause", "from_table")})
-    return calls is None or (bool(calls) and _calls_need_all_rows(con, calls, defined))
+    if calls is None or not builtin_functions(con).aggregates.isdisjoint(calls):
+        return True
+    return bool(calls) and _plan_combines_rows(con, query)
 
 
 def _own_calls(tree: Any) -> set[str] | None:
@@ -116,45 +121,21 @@ def _own_calls(tree: Any) -> set[str] | None:
     return calls
 
 
-def _calls_need_all_rows(con: duckdb.DuckDBPyConnection, calls: set[str], defined: Mapping[str, str | None] | None,
-                         seen: frozenset[str] = frozenset()) -> bool:
-    """Whether a called function is an aggregate, or a macro whose body uses an aggregate or a window, however
-    deeply nested (an `sql.expression` function is a macro: `mean_of(x)` may expand to `avg(x)`).
-
-    `defined`: lower-case names of the functions this database defined itself (macro body, or None for a Python
-    UDF). Their bodies and DuckDB's built-ins (listed once per process) are known here; only other names cost a
-    look at `duckdb_functions()` (~12 ms: it lists every built-in). With `defined` None (SQL typed by hand may have
-    replaced a body or shadowed a built-in) every name is looked up."""
-    builtin = builtin_functions(con)
-    if not builtin.aggregates.isdisjoint(calls):
+def _plan_combines_rows(con: duckdb.DuckDBPyConnection, query: str) -> bool:
+    """Whether DuckDB's plan of `query` aggregates or windows rows anywhere. DuckDB expands macros when it binds,
+    so the plan shows what every called function became (an `sql.expression` is a macro: `mean_of(x)` may be
+    `avg(x)`), whoever defined it and however (a `CREATE MACRO` on any cursor, another connection). ~0.4 ms. A
+    query that does not bind is taken whole: running it reports the error."""
+    try:
+        rows = con.execute(f"EXPLAIN (FORMAT json) {query}").fetchall()
+    except duckdb.Error:
         return True
-    pending = calls - seen
-    bodies: list[str] = []
-    unknown: list[str] = []
-    for name in sorted(pending):
-        if defined is not None and name in defined:
-            bodies.extend(b for b in [defined[name]] if b)
-        elif defined is not None and name in builtin.names:
-            bodies.extend(builtin.macros.get(name, ()))
-        else:
-            unknown.append(name)
-    if unknown:
-        # names are matched here, not by SQL functions in the query: a user's macro may be called `lower`
-        wanted = set(unknown)
-        rows = [(kind, definition) for name, kind, definition in con.execute(
-            "SELECT function_name, function_type, macro_definition FROM duckdb_functions()"
-            " WHERE function_type IN ('aggregate', 'macro')").fetchall() if name.lower() in wanted]
-        if any(kind == "aggregate" for kind, _ in rows):
+    stack = list(json.loads(rows[0][1]))
+    while stack:
+        operator = stack.pop()
+        if ROW_COMBINING.search(str(operator.get("name", ""))):
             return True
-        bodies.extend(definition for _, definition in rows if definition)
-    seen = seen | pending
-    for definition in bodies:
-        body = sql_tree(con, f"SELECT {definition}")
-        if body.get("error"):
-            return True  # a body we cannot read: reading every row at once is always correct
-        inner = _own_calls(body.get("statements", []))
-        if inner is None or (inner and _calls_need_all_rows(con, inner, defined, seen)):
-            return True
+        stack.extend(operator.get("children", []))
     return False
 
 

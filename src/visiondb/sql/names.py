@@ -12,11 +12,10 @@ import duckdb
 
 @dataclass(frozen=True)
 class BuiltinFunctions:
-    """DuckDB's built-in functions, by lower-case name: all of them, the aggregates, and the macros' bodies."""
+    """DuckDB's built-in functions, by lower-case name: all of them, and the aggregates."""
 
     names: frozenset[str]
     aggregates: frozenset[str]
-    macros: dict[str, tuple[str, ...]]
 
 
 _builtins: BuiltinFunctions | None = None  # read once per process: the built-ins are the same for every database
@@ -26,16 +25,11 @@ def builtin_functions(con: duckdb.DuckDBPyConnection) -> BuiltinFunctions:
     """DuckDB's built-in functions (listed once per process: ~12 ms)."""
     global _builtins
     if _builtins is None:
-        rows = {(name.lower(), kind, definition) for name, kind, definition in con.execute(
-            "SELECT function_name, function_type, macro_definition FROM duckdb_functions() WHERE internal").fetchall()}
-        macros: dict[str, tuple[str, ...]] = {}
-        for name, kind, definition in rows:
-            if kind == "macro" and definition:
-                macros[name] = macros.get(name, ()) + (definition,)
+        rows = [(name.lower(), kind) for name, kind in con.execute(
+            "SELECT function_name, function_type FROM duckdb_functions() WHERE internal").fetchall()]
         _builtins = BuiltinFunctions(
-            names=frozenset(name for name, _, _ in rows),
-            aggregates=frozenset(name for name, kind, _ in rows if kind == "aggregate"),
-            macros=macros,
+            names=frozenset(name for name, _ in rows),
+            aggregates=frozenset(name for name, kind in rows if kind == "aggregate"),
         )
     return _builtins
 

@@ -118,9 +118,7 @@ class Transform(Procedure):
     @functools.cached_property
     def _shape(self) -> SelectShape:
         """The parsed input query (parsed once per procedure instance: its params never change)."""
-        db = self.db
-        return parse_select(db.cursor(), self.params.inputData,
-                            db.defined_functions if db.defined_functions_complete else None)
+        return parse_select(self.db.cursor(), self.params.inputData)
 
     @functools.cached_property
     def _with_row_name(self) -> str | None:

@@ -64,7 +64,6 @@ def register_arrow_udf(
         exception_handling=duckdb.PythonExceptionHandling.DEFAULT,
         side_effects=False,
     )
-    db.defined_functions[name.lower()] = None
 
 
 def with_arity(fn: Callable[..., pa.Array], n: int) -> Callable[..., pa.Array]:
@@ -138,14 +137,12 @@ def create_macro(db: "VisionDB", name: str, args: Sequence[str], body: str) -> N
         db.connection.execute(f"CREATE OR REPLACE MACRO {name}({', '.join(map(quote_ident, args))}) AS {body}")
     except duckdb.Error as exc:
         raise ConfigError(f"function {name!r}: cannot define SQL macro: {exc}", field="params.expression") from None
-    db.defined_functions[name.lower()] = body
 
 
 def drop_function(db: "VisionDB", name: str) -> None:
     con = db.connection
     con.execute(f"DROP MACRO IF EXISTS {name}")
     for udf in (impl_name(name), name):
-        db.defined_functions.pop(udf.lower(), None)
         try:
             con.remove_function(udf)
         except duckdb.Error:
