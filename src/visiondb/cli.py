@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     from .errors import VisionDBError
+    from .sql.udf import raised_in_udf
 
     args.open_dbs = []
     try:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return fail(os_error_text(exc))
     except duckdb.Error as exc:
-        return fail(str(exc))
+        raised = raised_in_udf(exc)
+        return fail(raised.message if raised else str(exc))
     except KeyboardInterrupt:
         return 130
 

@@ -37,8 +37,8 @@ class VisionDB:
         self._claim_file()
         try:
             self._open(media_dir, fetch_policy, cache_dir)
-        except BaseException:
-            self._release_file()
+        except BaseException:  # a half-open object must not keep the DuckDB instance (and its functions) alive
+            self.close()
             raise
 
     def _open(self, media_dir: str | Path | None, fetch_policy: Any, cache_dir: str | Path | None) -> None:
@@ -131,10 +131,12 @@ class VisionDB:
         Cursors are closed one by one: a thread-local cursor left in a reference cycle otherwise keeps the
         DuckDB instance open until the garbage collector runs, and a reopen of the same file in this process
         would get the old instance (with the old Python UDFs still registered)."""
-        self.embedding_cache.close()
-        for cur in list(self._cursors):
+        if hasattr(self, "embedding_cache"):  # absent when opening failed early
+            self.embedding_cache.close()
+        for cur in list(getattr(self, "_cursors", ())):
             cur.close()
-        self._con.close()
+        if hasattr(self, "_con"):
+            self._con.close()
         self._release_file()
 
     def __enter__(self) -> "VisionDB":

@@ -53,6 +53,7 @@ def test_ids_differing_only_in_case_are_refused(db):
     ("both", "SQL keyword"), ("select", "SQL keyword"), ("Left", "SQL keyword"), ("row", "SQL keyword"),
     ("values", "SQL keyword"), ("lower", "built-in function"), ("Range", "built-in function"),
     ("unnest", "built-in function"), ("count", "built-in function"),
+    ("fetch_bytes", "visiondb uses"), ("__vdb_fetch", "visiondb uses"), ("__VDB_emb", "visiondb uses"),
 ])
 def test_function_ids_duckdb_gives_a_meaning_are_refused(db, id, reason):
     """`both` failed with DuckDB's parser error about the macro; `row`/`values` were defined but `row(x)` called
@@ -62,8 +63,9 @@ def test_function_ids_duckdb_gives_a_meaning_are_refused(db, id, reason):
         db.functions.put(id, UPPER)
     assert err.value.details["field"] == "id"
     assert db.functions.list() == []
-    db.functions.put(f"{id}_fn", UPPER)  # a keyword inside an id is fine
-    assert db.sql(f"SELECT {id}_fn('ab')").fetchall() == [("AB",)]
+    if reason != "visiondb uses":
+        db.functions.put(f"{id}_fn", UPPER)  # a keyword inside an id is fine
+        assert db.sql(f"SELECT {id}_fn('ab')").fetchall() == [("AB",)]
 
 
 def test_procedure_ids_may_differ_in_case(db):
@@ -123,7 +125,11 @@ def test_lone_surrogates_in_configs_name_the_field(db, config, field):
 
 
 @pytest.mark.parametrize("query", ["", "  ;  ", "SELECT 1; SELECT 2", "INSERT INTO t VALUES ([0.0], 'b') RETURNING *",
-                                   "CREATE TABLE u AS SELECT 1", "PRAGMA show_tables"])
+                                   "CREATE TABLE u AS SELECT 1", "PRAGMA show_tables",
+                                   # a PIVOT without IN (...) makes any statement holding it a MULTI one, as a
+                                   # plain PIVOT query is: these ran
+                                   "CREATE TABLE u AS PIVOT t ON label USING count(*)",
+                                   "INSERT INTO t SELECT features, 'b' FROM (PIVOT t ON label USING count(*))"])
 def test_input_data_must_be_one_query(db, query):
     db.sql("CREATE TABLE t AS SELECT [1.0, 2.0]::FLOAT[] AS features, 'a' AS label")
     for config in ({"type": "transform", "params": {"inputData": query, "outputDataset": "o"}},
@@ -156,3 +162,23 @@ def test_a_second_object_on_an_open_file_is_refused(db):
     db.close()
     with visiondb.connect(db.path) as again:  # closed: the file may be opened again
         assert again.sql("SELECT 2").fetchall() == [(2,)]
+
+
+def test_a_failed_open_leaves_the_file_free(tmp_path, monkeypatch):
+    """An open that failed after the SQL functions were registered (Ctrl-C while a model loads) left its DuckDB
+    connection open, so the next open got that instance and failed on the functions already there."""
+    import visiondb
+    from visiondb.core.entities import FunctionCollection
+
+    path = tmp_path / "f.duckdb"
+    visiondb.connect(path).close()
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FunctionCollection, "load_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        visiondb.connect(path)
+    monkeypatch.undo()
+    with visiondb.connect(path) as db:
+        assert db.sql("SELECT 1").fetchall() == [(1,)]

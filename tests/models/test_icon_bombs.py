@@ -17,10 +17,15 @@ from visiondb.imaging.icons import embedded_frame_sizes
 BIG = 12_000  # 144 M pixels: over visiondb's limit, under twice Pillow's (which alone would decode it)
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG signature and IHDR chunk (8-bit RGBA) declaring `width` x `height`: all a header reader needs."""
-    body = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + body + struct.pack(">I", zlib.crc32(b"IHDR" + body))
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_header(width: int, height: int, before: bytes = b"") -> bytes:
+    """A PNG (8-bit RGBA) declaring `width` x `height` with no pixel data: all a header reader needs. `before`:
+    chunks ahead of IHDR, which Pillow reads past."""
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + before + ihdr + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
 
 
 def ico(*frames: bytes) -> bytes:
@@ -32,9 +37,10 @@ def ico(*frames: bytes) -> bytes:
     return struct.pack("<HHH", 0, 1, len(frames)) + entries + b"".join(frames)
 
 
-def icns(kind: bytes, frame: bytes) -> bytes:
-    record = kind + struct.pack(">I", 8 + len(frame)) + frame
-    return b"icns" + struct.pack(">I", 8 + len(record)) + record
+def icns(kind: bytes, frame: bytes, before: bytes = b"") -> bytes:
+    """An ICNS of one `kind` record holding `frame`; `before`: raw bytes ahead of that record."""
+    body = before + kind + struct.pack(">I", 8 + len(frame)) + frame
+    return b"icns" + struct.pack(">I", 8 + len(body)) + body
 
 
 def dib_header(width: int, height: int) -> bytes:
@@ -47,11 +53,31 @@ def j2k_header(width: int, height: int) -> bytes:
     return b"\xff\x4f\xff\x51" + struct.pack(">H", 2 + len(siz)) + siz
 
 
+def jp2_header(width: int, height: int) -> bytes:
+    """A JP2 file's signature, ftyp, a decoy `ihdr` inside an xml box, then the real one in jp2h."""
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(body)) + kind + body
+
+    ihdr = box(b"ihdr", struct.pack(">IIHBBBB", height, width, 1, 7, 7, 0, 0))
+    return (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + box(b"ftyp", b"jp2 \x00\x00\x00\x00jp2 ")
+            + box(b"xml ", b"ihdr" + struct.pack(">II", 16, 16))
+            + box(b"jp2h", ihdr + box(b"colr", b"\x01\x00\x00\x00\x00\x00\x11")))
+
+
+DECOY = chunk(b"teXt", struct.pack(">II", 1, 1))  # ahead of IHDR, its first bytes read as 1 x 1
+
 BOMBS = {
     "ico png frame": ico(png_header(32, 32), png_header(BIG, BIG)),
     "ico bmp frame": ico(dib_header(BIG, 2 * BIG)),
     "icns png frame": icns(b"ic10", png_header(BIG, BIG)),
     "icns jpeg 2000 frame": icns(b"ic09", j2k_header(BIG, BIG)),
+    # found in review: each passed a hand-written header reader
+    "ico png frame, chunk before IHDR": ico(png_header(BIG, BIG, before=DECOY)),
+    "icns png frame, chunk before IHDR": icns(b"ic10", png_header(BIG, BIG, before=DECOY)),
+    # a record 4 bytes long: Pillow steps back 4 bytes and reads on
+    "icns short record before the frame": icns(b"ic10", png_header(BIG, BIG),
+                                               before=b"junk" + struct.pack(">II", 4, 8)),
+    "icns jp2 frame with a decoy ihdr": icns(b"ic09", jp2_header(BIG, BIG)),
 }
 
 

@@ -73,3 +73,24 @@ def test_python_api_raises_the_udf_error_type(tmp_path: Path) -> None:
             db.sql("SELECT no_such_function(1)")
     finally:
         db.close()
+
+
+def test_a_forged_error_text_does_not_claim_a_kept_error(tmp_path: Path) -> None:
+    """Errors were matched by their text alone: `SELECT error('<that text>')` came back as the other statement's
+    FetchError, details and all. Each kept error now answers only to a random tag in its own statement's text."""
+    from visiondb.sql import udf
+
+    db = visiondb.connect(tmp_path / "forge.vdb")
+    try:
+        missing = str(tmp_path / "missing.jpg")
+        with pytest.raises(FetchError) as real:
+            db.sql(f"SELECT fetch_bytes('{missing}')")
+        assert "visiondb error" not in real.value.message  # the tag is taken off again
+        text = f"Python exception occurred while executing the UDF: FetchError: {real.value.message}"
+        with pytest.raises(QueryError) as forged:
+            db.sql("SELECT error(?)", [text])
+        assert not isinstance(forged.value, FetchError)
+        # what is kept is plain data: no exception object (its traceback would pin the UDF's batch in memory)
+        assert all(isinstance(message, str) and isinstance(details, dict) for _, message, details in udf._raised.values())
+    finally:
+        db.close()

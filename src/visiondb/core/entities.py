@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import duckdb
 
 from ..errors import ConfigError, ConflictError, NotFoundError, QueryError, VisionDBError
-from ..sql.names import builtin_functions, sql_keywords
+from ..sql.names import builtin_function_names, reserved_by_visiondb, sql_keywords
 from .config import EntityConfig, Params, parse_config, parse_params
 from .registry import DATASET_TYPES, FUNCTION_TYPES, PROCEDURE_TYPES, Registry
 from .runs import RunContext, new_run_record, timestamp
@@ -273,11 +273,13 @@ class FunctionCollection(Collection):
         the parser reads a keyword as its own syntax (`left`, `row`) or rejects it (`select`), and a built-in's
         name (`lower`, `range`) would replace DuckDB's function in every query, visiondb's own included."""
         super().check_id(id)
-        cur = self.db.cursor()
-        if id.lower() in sql_keywords(cur):
+        if reserved_by_visiondb(id):
+            raise ConfigError(f"invalid function id {id!r}: visiondb uses that name for its own SQL functions; "
+                              "choose another id", field="id")
+        if id.lower() in sql_keywords():
             raise ConfigError(f"invalid function id {id!r}: it is a SQL keyword, which DuckDB cannot call as a "
                               "function; choose another id", field="id")
-        if id.lower() in builtin_functions(cur).names:
+        if id.lower() in builtin_function_names():
             raise ConfigError(f"invalid function id {id!r}: DuckDB has a built-in function of that name, which the "
                               "function would replace in every query; choose another id", field="id")
 

@@ -15,6 +15,7 @@ from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, QueryError, TrainingError
 from ..sql.statements import require_one_statement
+from ..sql.udf import raised_in_udf
 from .inputs import content_hashes, feature_matrix, image_bytes, list_column_matrix, row_names
 from .packages import export_model, package_target
 
@@ -106,7 +107,7 @@ def run_query(db: Any, query: str, field: str) -> pa.Table:
     try:
         return db.cursor().execute(query).to_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{field}: {exc}", field=field) from None
+        raise raised_in_udf(exc, field=field) or QueryError(f"{field}: {exc}", field=field) from None
 
 
 def with_testing_rows(db: Any, table: pa.Table, query: str) -> tuple[pa.Table, list[str]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -39,7 +40,8 @@ class ServerSettings:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}", field="max_batch")
         if not self.apply_timeout_s > 0:
             raise ConfigError(f"apply_timeout_s must be > 0, got {self.apply_timeout_s}", field="apply_timeout_s")
-        if not self.query_timeout_s > 0:
-            raise ConfigError(f"query_timeout_s must be > 0, got {self.query_timeout_s}", field="query_timeout_s")
+        if not 0 < self.query_timeout_s <= threading.TIMEOUT_MAX:  # a longer one cannot start its timer
+            raise ConfigError(f"query_timeout_s must be > 0 and at most {threading.TIMEOUT_MAX:g}, got "
+                              f"{self.query_timeout_s}", field="query_timeout_s")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}", field="max_wait_ms")

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
 import duckdb
 
 from ..errors import QueryError
-from .names import builtin_functions
 from .statements import require_one_statement
 
 # how a select list carries the source's row-name column:
@@ -17,8 +15,8 @@ from .statements import require_one_statement
 # absent (to be added), altered (another value under that name: the rows have no usable identity)
 RowNameUse = Literal["kept", "renamed", "absent", "altered"]
 ROW_NAME = "_rowName"
-ROW_COMBINING = re.compile(r"AGGREGATE|GROUP_BY|WINDOW")
-"""Plan operators whose output rows combine input rows (HASH_GROUP_BY, UNGROUPED_AGGREGATE, STREAMING_WINDOW...)."""
+ROW_BY_ROW = frozenset({"PROJECTION", "FILTER", "SEQ_SCAN", "TABLE_SCAN", "UNNEST", "ORDER_BY"})
+"""Plan operators that handle each source row on its own: a query made only of them may run chunk by chunk."""
 
 
 @dataclass
@@ -28,8 +26,8 @@ class SelectShape:
     source_table: str | None  # the single base table in FROM, when there is exactly one
     source_alias: str | None
     row_name: RowNameUse
-    whole: bool  # rows depend on each other (GROUP BY, DISTINCT, aggregates, windows, LIMIT, a second read
-    # of the source...): the query must see every row at once, never chunk by chunk
+    whole: bool  # not a single-table query, or its rows depend on each other (GROUP BY, DISTINCT, aggregates,
+    # windows, joins, LIMIT, a second read of the source...): the query must see every row at once
     tree: dict
     tables: list[str] = field(default_factory=list)  # every base table the statement reads, anywhere in it
 
@@ -62,7 +60,9 @@ def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     if table is not None and table.lower() in ctes:
         table = None
     alias = frm.get("alias") or None
-    whole = _needs_all_rows(con, node, query) or (table is not None and tables_named(tables, table) > 1)
+    # only a single-table query can run chunk by chunk: the plan is asked about those alone
+    whole = (table is None or _needs_all_rows(node) or tables_named(tables, table) > 1
+             or _plan_combines_rows(con, query))
     use = row_name_use(node.get("select_list", []), (alias or table or "").lower())
     return SelectShape(table, alias, use, whole, tree, tables)
 
@@ -93,47 +93,43 @@ def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
             stack.extend(item)
 
 
-def _needs_all_rows(con: duckdb.DuckDBPyConnection, node: dict, query: str) -> bool:
-    """Whether a SELECT's rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY, LIMIT, sampling,
-    aggregates or window functions in its own expressions (subqueries, which run as written, are not looked at),
-    or in what the functions it calls expand to (then the plan decides, subqueries included)."""
+def _needs_all_rows(node: dict) -> bool:
+    """Whether a SELECT's own syntax makes its rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY,
+    LIMIT, sampling, window functions, or `rowid` (it restarts in each chunk). Aggregates, subqueries and what
+    called macros expand to are left to the plan (`_plan_combines_rows`)."""
     if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
         return True
     if node.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING" or node.get("sample"):
         return True
     if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
         return True  # DISTINCT, LIMIT, LIMIT PERCENT
-    calls = _own_calls({k: node.get(k) for k in ("select_list", "where_clause", "from_table")})
-    if calls is None or not builtin_functions(con).aggregates.isdisjoint(calls):
-        return True
-    return bool(calls) and _plan_combines_rows(con, query)
-
-
-def _own_calls(tree: Any) -> set[str] | None:
-    """Lower-case names of the functions `tree` calls outside its subqueries, or None when it holds a window or a
-    sample (rows that depend on each other whatever the functions are)."""
-    calls: set[str] = set()
-    for item in _walk(tree, skip=frozenset({"SUBQUERY"})):
+    own = {k: node.get(k) for k in ("select_list", "where_clause", "from_table")}
+    for item in _walk(own, skip=frozenset({"SUBQUERY"})):
         if item.get("class") == "WINDOW" or item.get("sample"):
-            return None
-        if item.get("class") == "FUNCTION":
-            calls.add(str(item.get("function_name", "")).lower())
-    return calls
+            return True
+        if item.get("class") == "COLUMN_REF" and str((item.get("column_names") or [""])[-1]).lower() == "rowid":
+            return True
+    return False
 
 
 def _plan_combines_rows(con: duckdb.DuckDBPyConnection, query: str) -> bool:
-    """Whether DuckDB's plan of `query` aggregates or windows rows anywhere. DuckDB expands macros when it binds,
-    so the plan shows what every called function became (an `sql.expression` is a macro: `mean_of(x)` may be
-    `avg(x)`), whoever defined it and however (a `CREATE MACRO` on any cursor, another connection). ~0.4 ms. A
-    query that does not bind is taken whole: running it reports the error."""
+    """Whether DuckDB's plan of `query` holds an operator that is not row by row (an aggregate, window, join,
+    limit, sample...). DuckDB expands macros when it binds, so the plan shows what every called function became
+    (an `sql.expression` is a macro), whoever defined it and however. The optimizer is off: it would turn
+    `count(*)` into table statistics and fold a `row_number()` into the scan, and it runs calls on constants (a
+    Python UDF would run at planning). ~0.5 ms. A query that does not plan is taken whole: running it reports why."""
+    planner = con.cursor()
     try:
-        rows = con.execute(f"EXPLAIN (FORMAT json) {query}").fetchall()
+        planner.execute("PRAGMA disable_optimizer")
+        rows = planner.execute(f"EXPLAIN (FORMAT json) {query}").fetchall()
     except duckdb.Error:
         return True
+    finally:
+        planner.close()
     stack = list(json.loads(rows[0][1]))
     while stack:
         operator = stack.pop()
-        if ROW_COMBINING.search(str(operator.get("name", ""))):
+        if str(operator.get("name", "")).strip() not in ROW_BY_ROW:
             return True
         stack.extend(operator.get("children", []))
     return False

@@ -44,5 +44,5 @@ def register_builtins(db: "VisionDB") -> None:
 
     register_arrow_udf(db, impl_name("fetch"), fetch_udf, ["VARCHAR"], "BLOB")
     # FETCH is a reserved word in DuckDB's grammar: `"fetch"(uri)` works quoted, `fetch_bytes(uri)` unquoted.
-    for name in ('"fetch"', "fetch_bytes"):
+    for name in ('"fetch"', "fetch_bytes"):  # VISIONDB_FUNCTIONS
         create_macro(db, name, ["x"], udf_call(impl_name("fetch"), "to_json(x)"))

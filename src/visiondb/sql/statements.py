@@ -53,6 +53,18 @@ def require_one_statement(db: Any, sql: str, field: str) -> str:
         what = "is empty" if not statements else f"holds {len(statements)} statements"
         raise ConfigError(f"{field} {what}: give one query, e.g. SELECT ... FROM <table>", field=f"params.{field}")
     kind = statements[0].type.name
-    if kind not in QUERY_STATEMENTS:
-        raise ConfigError(f"{field} must be one query (SELECT ...), not a {kind} statement", field=f"params.{field}")
+    if kind not in QUERY_STATEMENTS or (kind == "MULTI" and not _reads_as_subquery(db, sql)):
+        what = "a statement that writes" if kind == "MULTI" else f"a {kind} statement"
+        raise ConfigError(f"{field} must be one query (SELECT ...), not {what}", field=f"params.{field}")
     return kind
+
+
+def _reads_as_subquery(db: Any, sql: str) -> bool:
+    """Whether `sql` parses inside `SELECT * FROM (...)`: a PIVOT does; a CREATE, COPY, INSERT, UPDATE or DELETE
+    holding a PIVOT (all of which DuckDB also plans as several statements) does not."""
+    body = sql.strip().rstrip(";")
+    try:
+        db.cursor().extract_statements(f"SELECT * FROM ({body}\n)")  # \n: a trailing -- comment
+    except duckdb.Error:
+        return False
+    return True

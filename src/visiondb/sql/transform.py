@@ -20,9 +20,9 @@ from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import ConfigError, QueryError
+from ..errors import ConfigError, QueryError, VisionDBError
 from .ast import ROW_NAME, SelectShape, parse_select, tables_named, with_row_name
-from .udf import collect_errors
+from .udf import collect_errors, raised_in_udf
 
 
 def staging_table(out: str) -> str:
@@ -46,6 +46,8 @@ class Transform(Procedure):
 
     def run(self, ctx: RunContext) -> dict:
         db, p = self.db, self.params
+        for parsed in ("_shape", "_with_row_name"):  # the functions the query calls may have changed since
+            self.__dict__.pop(parsed, None)
         out = p.outputDataset.id
         db.datasets.check_id(out)
         self._check_output_not_read(out)
@@ -117,7 +119,7 @@ class Transform(Procedure):
 
     @functools.cached_property
     def _shape(self) -> SelectShape:
-        """The parsed input query (parsed once per procedure instance: its params never change)."""
+        """The parsed input query (parsed once per run)."""
         return parse_select(self.db.cursor(), self.params.inputData)
 
     @functools.cached_property
@@ -229,7 +231,7 @@ class Transform(Procedure):
                     cur.execute(f"CREATE TABLE {target} AS {select}")
                 written = cur.fetchall()[0][0]
             except duckdb.Error as exc:
-                raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
+                raise self._input_failed(exc) from None
         for err in sink.drain():
             ctx.record_error(err["cause"], uri=err["uri"], function=err["function"])
         return int(written)
@@ -250,7 +252,7 @@ class Transform(Procedure):
                 if not self.db.table_exists(out):
                     self.db.write_arrow(out, reader.schema.empty_table())
             except duckdb.Error as exc:
-                raise QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData") from None
+                raise self._input_failed(exc) from None
             finally:
                 bar.close()
                 reader_cursor.close()
@@ -259,6 +261,11 @@ class Transform(Procedure):
         return written
 
     # helpers -----------------------------------------------------------------------------------
+    def _input_failed(self, exc: duckdb.Error) -> VisionDBError:
+        """The error to raise for a failed inputData statement: a function's own error when one raised it."""
+        return (raised_in_udf(exc, field="inputData", procedure=self.id)
+                or QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData"))
+
     def _columns(self, table: str) -> list[str]:
         """Column names of a main-schema table; none when there is no such table."""
         try:

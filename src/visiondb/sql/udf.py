@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+import secrets
 import threading
 import uuid
 from collections import OrderedDict
@@ -19,6 +21,7 @@ import pyarrow as pa
 
 from ..core.entities import quote_ident
 from ..errors import ConfigError, QueryError, VisionDBError
+from .names import IMPL_PREFIX
 
 if TYPE_CHECKING:
     from ..core.entities import Function
@@ -26,15 +29,14 @@ if TYPE_CHECKING:
 
 SINK_VARIABLE = "__vdb_sink"
 _current = threading.local()  # .sink: the ErrorSink of the statement whose UDF runs on this thread
-UDF_ERROR_PREFIX = "Python exception occurred while executing the UDF: "
-"""What DuckDB puts before `ClassName: message` of an exception a Python UDF raised (all it keeps of it)."""
-RAISED_KEPT = 64  # recent UDF errors kept for `raised_in_udf`
-_raised: OrderedDict[str, VisionDBError] = OrderedDict()
+RAISED_KEPT = 256  # recent UDF errors kept for `raised_in_udf`
+_TAG = re.compile(r" \[visiondb error ([0-9a-f]{16})\]")
+_raised: OrderedDict[str, tuple[type[VisionDBError], str, dict]] = OrderedDict()  # tag -> (type, message, details)
 _raised_lock = threading.Lock()
 
 
 def impl_name(name: str) -> str:
-    return f"__vdb_{name}"
+    return f"{IMPL_PREFIX}{name}"
 
 
 def udf_call(name: str, *args: str) -> str:
@@ -89,36 +91,37 @@ def with_sink(fn: Callable[..., pa.Array]) -> Callable[..., pa.Array]:
         try:
             return fn(*columns)
         except VisionDBError as exc:
-            _keep_raised(exc)
-            raise
+            raise _tagged(exc) from None
         finally:
             _current.sink = previous
 
     return call
 
 
-def _keep_raised(exc: VisionDBError) -> None:
-    """Remember a typed error a UDF raised, under the text DuckDB will report it by."""
-    key = f"{type(exc).__name__}: {exc}"
+def _tagged(exc: VisionDBError) -> VisionDBError:
+    """`exc` with a random tag ending its message; its type, message and details are kept under the tag. DuckDB
+    keeps only the text of a UDF's exception: the tag finds the error again, and no other text can claim it."""
+    tag = secrets.token_hex(8)
     with _raised_lock:
-        _raised[key] = exc
-        _raised.move_to_end(key)
+        _raised[tag] = (type(exc), exc.message, dict(exc.details))
         while len(_raised) > RAISED_KEPT:
             _raised.popitem(last=False)
+    return type(exc)(f"{exc.message} [visiondb error {tag}]", **exc.details)
 
 
-def raised_in_udf(exc: duckdb.Error) -> VisionDBError | None:
-    """A fresh copy of the visiondb error whose raising inside a UDF failed the statement with `exc`, or None.
-
-    DuckDB keeps only the text of a UDF's exception; this gives callers back its type (a refused path stays
-    AccessDeniedError, 403 over REST) and its own message, without DuckDB's wrapping."""
-    text = str(exc)
-    start = text.find(UDF_ERROR_PREFIX)
-    if start < 0:
+def raised_in_udf(exc: duckdb.Error, **context: Any) -> VisionDBError | None:
+    """The visiondb error (a fresh copy, `context` added to its details) whose raising inside a UDF failed the
+    statement with `exc`, or None. Callers get back its class (a refused path stays AccessDeniedError, 403 over
+    REST) and its own message, without DuckDB's wrapping."""
+    match = _TAG.search(str(exc))
+    if match is None:
         return None
     with _raised_lock:
-        raised = _raised.get(text[start + len(UDF_ERROR_PREFIX):])
-    return None if raised is None else type(raised)(raised.message, **raised.details)
+        kept = _raised.get(match.group(1))
+    if kept is None:
+        return None
+    cls, message, details = kept
+    return cls(message, **{**context, **details})
 
 
 def fail_row(function: str, item: str, error: Exception) -> None:
