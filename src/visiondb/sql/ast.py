@@ -135,7 +135,6 @@ def _plan_combines_rows(con: duckdb.DuckDBPyConnection, query: str) -> bool:
     return False
 
 
-
 def row_name_use(select_list: list[dict], source: str, column: str = ROW_NAME) -> RowNameUse:
     """How the select list carries the source's `column` (see RowNameUse); `source` is its lower-case qualifier."""
     uses = {_item_use(item, source, column) for item in select_list}

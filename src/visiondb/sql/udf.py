@@ -113,11 +113,11 @@ def raised_in_udf(exc: duckdb.Error, **context: Any) -> VisionDBError | None:
     """The visiondb error (a fresh copy, `context` added to its details) whose raising inside a UDF failed the
     statement with `exc`, or None. Callers get back its class (a refused path stays AccessDeniedError, 403 over
     REST) and its own message, without DuckDB's wrapping."""
-    match = _TAG.search(str(exc))
-    if match is None:
+    tags = _TAG.findall(str(exc))  # the last is the outermost UDF's: it may quote an inner statement's error
+    if not tags:
         return None
     with _raised_lock:
-        kept = _raised.get(match.group(1))
+        kept = _raised.get(tags[-1])
     if kept is None:
         return None
     cls, message, details = kept
