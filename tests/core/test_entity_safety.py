@@ -129,7 +129,11 @@ def test_lone_surrogates_in_configs_name_the_field(db, config, field):
                                    # a PIVOT without IN (...) makes any statement holding it a MULTI one, as a
                                    # plain PIVOT query is: these ran
                                    "CREATE TABLE u AS PIVOT t ON label USING count(*)",
-                                   "INSERT INTO t SELECT features, 'b' FROM (PIVOT t ON label USING count(*))"])
+                                   "INSERT INTO t SELECT features, 'b' FROM (PIVOT t ON label USING count(*))",
+                                   # DuckDB types a query with a write in a CTE as a SELECT
+                                   "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                                   "WITH d AS (INSERT INTO t VALUES ([0.0], 'b') RETURNING *) PIVOT d ON label USING "
+                                   "count(*)"])
 def test_input_data_must_be_one_query(db, query):
     db.sql("CREATE TABLE t AS SELECT [1.0, 2.0]::FLOAT[] AS features, 'a' AS label")
     for config in ({"type": "transform", "params": {"inputData": query, "outputDataset": "o"}},
@@ -137,7 +141,7 @@ def test_input_data_must_be_one_query(db, query):
                    {"type": "classifier.experiment", "params": {"inputData": query, "experimentName": "e"}}):
         with pytest.raises(ConfigError) as err:
             db.procedures.put("p", config)
-        assert err.value.details["field"] == "params.inputData" and "one query" in err.value.message
+        assert err.value.details["field"] == "params.inputData" and "one query" in err.value.message, err.value
     assert db.sql("SELECT count(*) FROM t").fetchone() == (1,) and not db.table_exists("u")  # nothing ran
 
 

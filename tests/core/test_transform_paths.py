@@ -84,6 +84,7 @@ def test_repeated_or_null_row_names_do_not_depend_on_chunk_size(db):
     "PIVOT src ON label USING sum(x)",  # DuckDB plans a PIVOT without IN (...) as several statements
     "SELECT * FROM (PIVOT (SELECT label, x % 2 AS odd FROM src) ON label USING count(*)) p",
     "PIVOT src ON label IN (0, 1) USING max(x)",
+    "PIVOT src ON label USING min(x); -- a trailing comment",
     # DuckDB's optimizer turns these into table statistics or folds them into the scan: the plan is read without it
     "SELECT x, seq_no() AS n FROM src",
     "SELECT n_rows() AS n FROM src",

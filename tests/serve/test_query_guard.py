@@ -83,6 +83,20 @@ def test_anonymous_reads_cannot_reach_files_or_change_state(client: TestClient, 
     assert query(client, "SELECT currval('seq') AS n", auth=True).status_code == 400  # nextval never ran
 
 
+@pytest.mark.parametrize("sql", [
+    "WITH d AS (DELETE FROM people RETURNING *) SELECT count(*) AS n FROM d",
+    "SELECT * FROM (WITH d AS (INSERT INTO people VALUES ('eve', 9) RETURNING *) SELECT * FROM d)",
+    "WITH d AS (UPDATE people SET age = 0 RETURNING *) SELECT name FROM d",
+    "WITH d AS (INSERT INTO people VALUES ('eve', 9) RETURNING *) PIVOT d ON name USING max(age)",
+])
+def test_writes_inside_a_query_need_the_token(client: TestClient, sql: str) -> None:
+    """DuckDB types `WITH d AS (DELETE ... RETURNING *) SELECT ...` as a SELECT: anonymous callers emptied tables."""
+    resp = query(client, sql)
+    assert resp.status_code == 401, resp.text
+    assert query(client, "SELECT name, age FROM people ORDER BY name", auth=True).json() == [
+        {"name": "ann", "age": 31}, {"name": "bob", "age": 42}]
+
+
 def test_unknown_tables_are_a_400_naming_them(client: TestClient) -> None:
     for sql, name in (("SELECT * FROM no_such_table", "no_such_table"), ("SELECT * FROM main.missing", "main.missing")):
         resp = query(client, sql)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import QueryError
-from ..sql.ast import sql_tree
+from ..sql.statements import sql_tree
 from .errors import ForbiddenError
 
 SAFE_TABLE_FUNCTIONS = frozenset({

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Literal
 import duckdb
 
 from ..errors import QueryError
-from .statements import require_one_statement
+from .statements import require_one_statement, sql_tree
 
 # how a select list carries the source's row-name column:
 # kept (a plain star, or the column itself under its own name), renamed (the column, spelt in another case),
@@ -30,11 +30,6 @@ class SelectShape:
     # windows, joins, LIMIT, a second read of the source...): the query must see every row at once
     tree: dict
     tables: list[str] = field(default_factory=list)  # every base table the statement reads, anywhere in it
-
-
-def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
-    """DuckDB's parse tree of `sql` (json_serialize_sql); a parse failure is `error` / `error_message` in it."""
-    return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
 
 
 def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:

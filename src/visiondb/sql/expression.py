@@ -8,7 +8,7 @@ from ..core.config import Params
 from ..core.entities import Function
 from ..core.registry import FUNCTION_TYPES
 from ..errors import ConfigError
-from .ast import sql_tree
+from .statements import sql_tree
 from .udf import create_macro
 
 TRAILING_STAR = re.compile(r"\s+AS\s+\*\s*$", re.IGNORECASE)

@@ -1,6 +1,7 @@
 """Statement kinds by DuckDB's own parser: which SQL only reads (the server's token rule, the CLI's file rule)."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,6 +16,36 @@ SHOW_PRAGMAS = re.compile(
     re.IGNORECASE,
 )
 EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
+WRITE_KEYWORDS = frozenset({"insert", "update", "delete", "merge"})
+"""Keywords of the data-changing statements a query may hold in a CTE (`WITH d AS (DELETE ... RETURNING *)`)."""
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
+    """DuckDB's parse tree of `sql` (json_serialize_sql); a parse failure is `error` / `error_message` in it."""
+    return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+
+
+def changes_data(db: Any, sql: str, kind: str) -> bool:
+    """Whether a statement DuckDB types as a query (`kind` SELECT or MULTI) holds an INSERT, UPDATE, DELETE or
+    MERGE: one in a CTE leaves the statement a SELECT. A SELECT's parse tree is walked for their nodes; a MULTI
+    one (a PIVOT, which has no tree) is read token by token."""
+    if kind == "MULTI":
+        return any(token.name == "keyword" and (_WORD.match(sql, at) or [""])[0].lower() in WRITE_KEYWORDS
+                   for at, token in duckdb.tokenize(sql))
+    tree = sql_tree(db.cursor(), sql)
+    if tree.get("error"):
+        return True  # not a tree we can read: not known to only read
+    stack: list[Any] = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if str(item.get("type", "")).endswith("_QUERY_NODE"):  # INSERT_QUERY_NODE ...; reads are SELECT_NODE...
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def is_read_only(db: Any, sql: str) -> bool:
@@ -29,7 +60,7 @@ def is_read_only(db: Any, sql: str) -> bool:
     stmt = statements[0]
     kind = stmt.type.name
     if kind == "SELECT":
-        return True
+        return not changes_data(db, sql, kind)
     if kind == "EXPLAIN":  # EXPLAIN ANALYZE executes its statement: judge the inner one
         inner = EXPLAIN_PREFIX.sub("", stmt.query or "", count=1)
         return inner != (stmt.query or "") and is_read_only(db, inner)
@@ -53,8 +84,9 @@ def require_one_statement(db: Any, sql: str, field: str) -> str:
         what = "is empty" if not statements else f"holds {len(statements)} statements"
         raise ConfigError(f"{field} {what}: give one query, e.g. SELECT ... FROM <table>", field=f"params.{field}")
     kind = statements[0].type.name
-    if kind not in QUERY_STATEMENTS or (kind == "MULTI" and not _reads_as_subquery(db, sql)):
-        what = "a statement that writes" if kind == "MULTI" else f"a {kind} statement"
+    if (kind not in QUERY_STATEMENTS or changes_data(db, sql, kind)
+            or (kind == "MULTI" and not _reads_as_subquery(db, sql))):
+        what = f"a {kind} statement" if kind not in QUERY_STATEMENTS else "a statement that changes data"
         raise ConfigError(f"{field} must be one query (SELECT ...), not {what}", field=f"params.{field}")
     return kind
 
@@ -62,7 +94,12 @@ def require_one_statement(db: Any, sql: str, field: str) -> str:
 def _reads_as_subquery(db: Any, sql: str) -> bool:
     """Whether `sql` parses inside `SELECT * FROM (...)`: a PIVOT does; a CREATE, COPY, INSERT, UPDATE or DELETE
     holding a PIVOT (all of which DuckDB also plans as several statements) does not."""
-    body = sql.strip().rstrip(";")
+    body = sql
+    for at, token in reversed(duckdb.tokenize(sql)):  # cut trailing `;`s and the comments around them
+        if token.name == "comment" or (token.name == "operator" and sql[at] == ";"):
+            body = sql[:at]
+        else:
+            break
     try:
         db.cursor().extract_statements(f"SELECT * FROM ({body}\n)")  # \n: a trailing -- comment
     except duckdb.Error:
