@@ -111,3 +111,22 @@ def test_ordinary_icons_still_decode(fmt: str) -> None:
     largest = max(embedded_frame_sizes(data), key=lambda size: size[0] * size[1])
     img = decode_rgb(data)  # the largest frame (ICNS: 512 px at 2x)
     assert img.mode == "RGB" and img.size == largest == ((64, 64) if fmt == "ICO" else (1024, 1024))
+
+
+def test_icon_headers_are_read_once_per_frame_and_bounded() -> None:
+    """Review found a 71 KB ICO listing one PNG frame (with 64 MB of compressed text) 200 times: the check parsed
+    it 200 times (32 s). Each distinct frame is read once, from chunk headers, and frame and chunk counts are capped."""
+    from visiondb.imaging import icons
+
+    out = io.BytesIO()
+    gradient(16, 16).save(out, "PNG")
+    frame = out.getvalue()
+    one_frame_many_entries = struct.pack("<HHH", 0, 1, 300) + b"".join(
+        struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(frame), 6 + 16 * 300) for _ in range(300)) + frame
+    assert embedded_frame_sizes(one_frame_many_entries) == [(16, 16)]
+    assert decode_rgb(one_frame_many_entries).size == (16, 16)
+    with pytest.raises(ImageDecodeError, match="unsupported image: an icon with 65 frames"):
+        probe_image(ico(*[png_header(16 + i, 16) for i in range(icons.MAX_FRAMES + 1)]))
+    chatty = png_header(16, 16, before=chunk(b"tEXt", b"k\0v") * (icons.MAX_PNG_CHUNKS + 1))
+    with pytest.raises(ImageDecodeError, match="more than 4096 chunks"):
+        probe_image(ico(chatty))
