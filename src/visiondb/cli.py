@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     from .errors import VisionDBError
-    from .sql.udf import raised_in_udf
+    from .sql.udf import raised_in_udf, without_tags
 
     args.open_dbs = []
     try:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(os_error_text(exc))
     except duckdb.Error as exc:
         raised = raised_in_udf(exc)
-        return fail(raised.message if raised else str(exc))
+        return fail(raised.message if raised else without_tags(str(exc)))
     except KeyboardInterrupt:
         return 130
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from .core.catalog import Catalog
 from .core.entities import DatasetCollection, FunctionCollection, ProcedureCollection, quote_ident
-from .errors import ConflictError, FetchError, NotFoundError, QueryError
-from .sql.udf import raised_in_udf
+from .errors import ConflictError, FetchError, NotFoundError
+from .sql.udf import statement_error
 from .storage.embedding_cache import EmbeddingCache
 from .storage.images import CONTENT_SCHEMES, IMAGE_SQL_TYPE, ImageRef, uri_sha256
 from .storage.media import MediaStore, sha256_hex
@@ -131,13 +131,17 @@ class VisionDB:
         Cursors are closed one by one: a thread-local cursor left in a reference cycle otherwise keeps the
         DuckDB instance open until the garbage collector runs, and a reopen of the same file in this process
         would get the old instance (with the old Python UDFs still registered)."""
-        if hasattr(self, "embedding_cache"):  # absent when opening failed early
-            self.embedding_cache.close()
-        for cur in list(getattr(self, "_cursors", ())):
-            cur.close()
-        if hasattr(self, "_con"):
-            self._con.close()
-        self._release_file()
+        try:
+            if hasattr(self, "embedding_cache"):  # absent when opening failed early
+                self.embedding_cache.close()
+        finally:  # a failing step must not leave the connection open or the file claimed
+            try:
+                for cur in list(getattr(self, "_cursors", ())):
+                    cur.close()
+                if hasattr(self, "_con"):
+                    self._con.close()
+            finally:
+                self._release_file()
 
     def __enter__(self) -> "VisionDB":
         return self
@@ -154,14 +158,14 @@ class VisionDB:
             cur.execute(query, params) if params is not None else cur.execute(query)
             return Result(cur)
         except duckdb.Error as exc:
-            raise raised_in_udf(exc) or QueryError(f"SQL error: {exc}", query=query) from None
+            raise statement_error(exc, f"SQL error: {exc}", query=query) from None
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> duckdb.DuckDBPyConnection:
         self.embedding_cache.flush()
         try:
             return self.cursor().execute(query, params) if params is not None else self.cursor().execute(query)
         except duckdb.Error as exc:
-            raise raised_in_udf(exc) or QueryError(f"SQL error: {exc}", query=query) from None
+            raise statement_error(exc, f"SQL error: {exc}", query=query) from None
 
     def table_exists(self, name: str) -> bool:
         row = self.cursor().execute(

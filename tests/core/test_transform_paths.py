@@ -194,6 +194,19 @@ def test_called_functions_are_judged_by_the_plan_without_listing_duckdbs(db):
     assert len([s for s in statements if s.startswith("EXPLAIN")]) == 4
 
 
+def test_a_temp_macro_of_the_running_cursor_is_seen(db):
+    """The plan was taken on a cursor of its own, blind to a TEMP macro of the cursor the chunks run on: chunk by
+    chunk, `sum(x) OVER ()` summed each chunk."""
+    make_source(db)
+    db.functions.put("mean_of", {"type": "sql.expression", "params": {"expression": "x + 1"}})
+    db.cursor().execute("CREATE TEMP MACRO mean_of(x) AS sum(x) OVER ()")
+    query = "SELECT x, mean_of(x) AS m FROM src"
+    for chunk in (3, 1000):
+        transform(db, f"t{chunk}", query, f"o{chunk}", chunk)
+    assert rows(db, "SELECT * FROM o3") == rows(db, "SELECT * FROM o1000")
+    assert db.cursor().execute("SELECT current_setting('enable_optimizer')").fetchall() == [(True,)]
+
+
 @pytest.mark.parametrize("cursor", ["cursor", "connection"])
 def test_functions_redefined_outside_visiondb_are_seen(db, cursor):
     """A macro replaced on a raw cursor or on the connection was not noticed when visiondb kept the bodies it
@@ -260,3 +273,18 @@ def test_planning_a_query_runs_none_of_its_functions(db):
     db.connection.create_function("noted", noted, ["BIGINT"], "BIGINT")
     assert parse_select(db.cursor(), "SELECT x, noted(3) AS n FROM src").whole is False
     assert calls == []
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT x, stats(x) AS s FROM src", "SELECT x, current_query() AS q FROM src",
+    "SELECT x, current_timestamp AS t FROM src", "SELECT x FROM src WHERE x < (SELECT epoch(now()))",
+    "SELECT x, stamp() FROM src",
+])
+def test_values_of_the_statement_run_whole(db, query):
+    """Each chunk is a statement and a transaction of its own: `stats(x)` described the chunk, `now()` and
+    `current_query()` differed from chunk to chunk."""
+    from visiondb.sql.ast import parse_select
+
+    make_source(db)
+    db.sql("CREATE MACRO stamp() AS transaction_timestamp()")
+    assert parse_select(db.cursor(), query).whole is True

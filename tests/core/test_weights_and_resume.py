@@ -127,7 +127,7 @@ def test_one_chunk_rerun_replaces_the_output_atomically(tmp_path):
 
 
 def test_transform_over_a_view_keeps_row_identity(tmp_path):
-    """A view with `_rowName` is a keyed source like a table: chunked, resumable, rows named."""
+    """A view with `_rowName` keeps its row names like a table (it is written in one pass, not in chunks)."""
     with visiondb.connect(tmp_path / "view.duckdb") as db:
         db.sql("CREATE TABLE t AS SELECT 'r' || lpad(i::VARCHAR, 3, '0') AS _rowName, i AS v FROM range(30) t(i)")
         db.sql("CREATE VIEW evens AS SELECT * FROM t WHERE v % 2 = 0")

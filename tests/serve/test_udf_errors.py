@@ -94,3 +94,36 @@ def test_a_forged_error_text_does_not_claim_a_kept_error(tmp_path: Path) -> None
         assert all(isinstance(message, str) and isinstance(details, dict) for _, message, details in udf._raised.values())
     finally:
         db.close()
+
+
+def test_procedures_report_a_function_error_without_its_tag(tmp_path: Path) -> None:
+    """import.text, export.sql and a transform over a view formatted DuckDB's text of a function's error: the tag
+    that finds it again reached run records (and with it a way to claim it); the view's transform failed only when
+    chunked."""
+    from visiondb.errors import VisionDBError
+
+    db = visiondb.connect(tmp_path / "tags.vdb")
+    try:
+        db.sql("CREATE TABLE src AS SELECT 'r' || i AS _rowName, '/nonexistent/x' || i || '.jpg' AS uri FROM range(3) t(i)")
+        db.sql("CREATE VIEW v AS SELECT _rowName, fetch_bytes(uri) AS b FROM src")
+        csv = tmp_path / "a.csv"
+        csv.write_text("uri\n/nonexistent/y.jpg\n")
+        configs = {
+            "ex": {"type": "export.sql", "params": {"connection": "sqlite://", "outputTable": "o",
+                                                    "inputData": "SELECT fetch_bytes(uri) AS b FROM src"}},
+            "im": {"type": "import.text", "params": {"dataFileUrl": str(csv), "outputDataset": "imp",
+                                                     "select": "fetch_bytes(uri) AS b"}},
+        }
+        for pid, config in configs.items():
+            with pytest.raises(FetchError) as err:
+                db.procedures.put(pid, config)
+            assert "visiondb error" not in str(err.value.details["run"]) and "no such file" in err.value.message
+        for chunk in (1, 1000):  # the view runs whole: its row errors are recorded, whatever the chunk size
+            run = db.procedures.put(f"tv{chunk}", {"type": "transform", "params": {
+                "inputData": "SELECT * FROM v", "outputDataset": f"ov{chunk}", "chunkSize": chunk}})["status"]["firstRun"]
+            assert run["state"] == "finished" and run["status"]["errorCount"] == 3, run
+            assert "visiondb error" not in str(run)
+    except VisionDBError as exc:
+        raise AssertionError(exc.message) from None
+    finally:
+        db.close()

@@ -10,6 +10,7 @@ import hashlib
 import re
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from ..core.config import Params
@@ -18,6 +19,7 @@ from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
 from ..errors import ConfigError, QueryError, VisionDBError
+from ..sql.udf import statement_error
 from ..storage import external
 from ..storage.images import store_images
 from .writes import ERROR_COLUMNS, IMAGE_ARROW, errors_table, write_chunk, write_errors
@@ -176,20 +178,19 @@ class ExportSQL(Procedure):
         written = 0
         bar = ctx.bar(None, f"export.sql → {p.outputTable}")
         try:
-            try:
-                reader_cur.execute(p.inputData)
-                reader = reader_cur.to_arrow_reader(p.chunkSize)
-            except Exception as exc:  # duckdb.Error
-                raise QueryError(f"export.sql: inputData failed: {exc}", field="params.inputData") from None
-            table = None
-            for batch in reader:
-                chunk = pa.Table.from_batches([batch])
+            try:  # a function in inputData may fail while the rows stream, not only when the query starts
+                reader = reader_cur.execute(p.inputData).to_arrow_reader(p.chunkSize)
+                table = None
+                for batch in reader:
+                    chunk = pa.Table.from_batches([batch])
+                    if table is None:
+                        table = external.ensure_table(engine, p.outputTable, chunk.schema, key)
+                    written += external.upsert_arrow(engine, table, chunk, key)
+                    bar.update(chunk.num_rows)
                 if table is None:
-                    table = external.ensure_table(engine, p.outputTable, chunk.schema, key)
-                written += external.upsert_arrow(engine, table, chunk, key)
-                bar.update(chunk.num_rows)
-            if table is None:
-                table = external.ensure_table(engine, p.outputTable, reader.schema, key)
+                    table = external.ensure_table(engine, p.outputTable, reader.schema, key)
+            except duckdb.Error as exc:
+                raise statement_error(exc, f"export.sql: inputData failed: {exc}", field="params.inputData") from None
         finally:
             bar.close()
             reader_cur.close()

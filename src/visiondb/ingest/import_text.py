@@ -11,7 +11,8 @@ from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import ConfigError, QueryError
+from ..errors import ConfigError
+from ..sql.udf import statement_error
 
 
 class ImportTextParams(Params):
@@ -87,4 +88,4 @@ class ImportText(Procedure):
         try:
             self.db.cursor().execute(query, options)
         except duckdb.Error as exc:
-            raise QueryError(f"import.text {p.dataFileUrl}: {exc}", field="params") from None
+            raise statement_error(exc, f"import.text {p.dataFileUrl}: {exc}", field="params") from None

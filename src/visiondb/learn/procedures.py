@@ -13,9 +13,9 @@ from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import ConfigError, QueryError, TrainingError
+from ..errors import ConfigError, TrainingError
 from ..sql.statements import require_one_statement
-from ..sql.udf import raised_in_udf
+from ..sql.udf import statement_error
 from .inputs import content_hashes, feature_matrix, image_bytes, list_column_matrix, row_names
 from .packages import export_model, package_target
 
@@ -107,7 +107,7 @@ def run_query(db: Any, query: str, field: str) -> pa.Table:
     try:
         return db.cursor().execute(query).to_arrow_table()
     except duckdb.Error as exc:
-        raise raised_in_udf(exc, field=field) or QueryError(f"{field}: {exc}", field=field) from None
+        raise statement_error(exc, f"{field}: {exc}", field=field) from None
 
 
 def with_testing_rows(db: Any, table: pa.Table, query: str) -> tuple[pa.Table, list[str]]:

@@ -17,8 +17,8 @@ from typing import Any
 
 import duckdb
 
-from ..errors import QueryError, VisionDBError
-from ..sql.udf import output_object, raised_in_udf
+from ..errors import VisionDBError
+from ..sql.udf import output_object, statement_error
 
 _STOP = object()
 STATEMENTS_IN_FLIGHT = 2  # batches of one function running at once
@@ -165,7 +165,7 @@ def _as_error(exc: Exception, function_id: str, value: str) -> VisionDBError:
     if isinstance(exc, VisionDBError):
         return exc
     if isinstance(exc, duckdb.Error):
-        return raised_in_udf(exc) or QueryError(f"function {function_id!r} failed on {value}: {exc}", function=function_id, uri=value)
+        return statement_error(exc, f"function {function_id!r} failed on {value}: {exc}", function=function_id, uri=value)
     return VisionDBError(f"function {function_id!r} failed on {value}: {type(exc).__name__}: {exc}",
                          function=function_id, uri=value)
 

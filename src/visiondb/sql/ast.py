@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
@@ -17,6 +18,15 @@ RowNameUse = Literal["kept", "renamed", "absent", "altered"]
 ROW_NAME = "_rowName"
 ROW_BY_ROW = frozenset({"PROJECTION", "FILTER", "SEQ_SCAN", "TABLE_SCAN", "UNNEST", "ORDER_BY"})
 """Plan operators that handle each source row on its own: a query made only of them may run chunk by chunk."""
+PER_STATEMENT = frozenset({
+    "now", "get_current_timestamp", "get_current_time", "current_date", "current_time", "current_timestamp",
+    "current_localtime", "current_localtimestamp", "localtime", "localtimestamp", "transaction_timestamp",
+    "current_query", "current_transaction_id", "txid_current", "stats", "vector_type"})
+"""Functions whose value is the statement's or transaction's (a time, the query text, a table's statistics): each
+chunk runs as a statement of its own, so a query calling one runs whole. Called in the query they are found in its
+parse tree (`current_date` and the like parse as column names); through a macro, in the plan's expressions, where
+the select list's aliases hide them."""
+_PER_STATEMENT_CALL = re.compile(rf"\b(?:{'|'.join(sorted(PER_STATEMENT))})\(", re.IGNORECASE)
 
 
 @dataclass
@@ -90,8 +100,8 @@ def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
 
 def _needs_all_rows(node: dict) -> bool:
     """Whether a SELECT's own syntax makes its rows depend on other rows: grouping, DISTINCT, HAVING, QUALIFY,
-    LIMIT, sampling, window functions, or `rowid` (it restarts in each chunk). Aggregates, subqueries and what
-    called macros expand to are left to the plan (`_plan_combines_rows`)."""
+    LIMIT, sampling, window functions, `rowid` (it restarts in each chunk) or a `PER_STATEMENT` value. Aggregates,
+    subqueries and what called macros expand to are left to the plan (`_plan_combines_rows`)."""
     if node.get("group_expressions") or node.get("group_sets") or node.get("having") or node.get("qualify"):
         return True
     if node.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING" or node.get("sample"):
@@ -104,27 +114,36 @@ def _needs_all_rows(node: dict) -> bool:
             return True
         if item.get("class") == "COLUMN_REF" and str((item.get("column_names") or [""])[-1]).lower() == "rowid":
             return True
+    for item in _walk(node):
+        name = item.get("function_name") if item.get("class") == "FUNCTION" else \
+            (item.get("column_names") or [""])[-1] if item.get("class") == "COLUMN_REF" else ""
+        if str(name).lower() in PER_STATEMENT:
+            return True
     return False
 
 
 def _plan_combines_rows(con: duckdb.DuckDBPyConnection, query: str) -> bool:
     """Whether DuckDB's plan of `query` holds an operator that is not row by row (an aggregate, window, join,
-    limit, sample...). DuckDB expands macros when it binds, so the plan shows what every called function became
-    (an `sql.expression` is a macro), whoever defined it and however. The optimizer is off: it would turn
+    limit, sample...) or a call whose value is the statement's (`PER_STATEMENT`). DuckDB expands macros when it binds, so the plan shows what every called function became
+    (an `sql.expression` is a macro), whoever defined it and however; it is planned on `con`, the cursor the
+    chunks run on, whose TEMP macros and search path it shares. The optimizer is off meanwhile: it would turn
     `count(*)` into table statistics and fold a `row_number()` into the scan, and it runs calls on constants (a
     Python UDF would run at planning). ~0.5 ms. A query that does not plan is taken whole: running it reports why."""
-    planner = con.cursor()
+    optimizing = con.execute("SELECT current_setting('enable_optimizer')").fetchall()[0][0]
     try:
-        planner.execute("PRAGMA disable_optimizer")
-        rows = planner.execute(f"EXPLAIN (FORMAT json) {query}").fetchall()
+        con.execute("PRAGMA disable_optimizer")
+        rows = con.execute(f"EXPLAIN (FORMAT json) {query}").fetchall()
     except duckdb.Error:
         return True
     finally:
-        planner.close()
+        if optimizing:
+            con.execute("PRAGMA enable_optimizer")  # (SET enable_optimizer = true does not undo the PRAGMA)
     stack = list(json.loads(rows[0][1]))
     while stack:
         operator = stack.pop()
         if str(operator.get("name", "")).strip() not in ROW_BY_ROW:
+            return True
+        if _PER_STATEMENT_CALL.search(json.dumps(operator.get("extra_info", ""))):
             return True
         stack.extend(operator.get("children", []))
     return False

@@ -20,9 +20,9 @@ from ..core.entities import Procedure, quote_ident
 from ..core.outputs import OutputDataset
 from ..core.registry import PROCEDURE_TYPES
 from ..core.runs import RunContext
-from ..errors import ConfigError, QueryError, VisionDBError
+from ..errors import ConfigError, VisionDBError
 from .ast import ROW_NAME, SelectShape, parse_select, tables_named, with_row_name
-from .udf import collect_errors, raised_in_udf
+from .udf import collect_errors, statement_error
 
 
 def staging_table(out: str) -> str:
@@ -62,7 +62,10 @@ class Transform(Procedure):
             written, skipped = self._replace(ctx, keyed_query, out, total, signature, drop_stage=unfinished), 0
             row_count = written
         else:
-            chunked = source is not None and keyed_query is not None and self._names_unique(source)
+            # a view is written in one pass: cut into chunks, the functions it calls would run outside the statement
+            # that collects their row errors, and over all its rows again for every chunk
+            chunked = (source is not None and keyed_query is not None and self.db.table_exists(source)
+                       and self._names_unique(source))
             resuming = resuming and chunked
             query = keyed_query or p.inputData
             written, skipped, row_count = self._run_staged(ctx, stage, query, chunked, total, resuming, signature)
@@ -263,8 +266,7 @@ class Transform(Procedure):
     # helpers -----------------------------------------------------------------------------------
     def _input_failed(self, exc: duckdb.Error) -> VisionDBError:
         """The error to raise for a failed inputData statement: a function's own error when one raised it."""
-        return (raised_in_udf(exc, field="inputData", procedure=self.id)
-                or QueryError(f"transform {self.id!r}: inputData failed: {exc}", field="inputData"))
+        return statement_error(exc, f"transform {self.id!r}: inputData failed: {exc}", field="inputData")
 
     def _columns(self, table: str) -> list[str]:
         """Column names of a main-schema table; none when there is no such table."""

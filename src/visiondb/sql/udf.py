@@ -124,6 +124,17 @@ def raised_in_udf(exc: duckdb.Error, **context: Any) -> VisionDBError | None:
     return cls(message, **{**context, **details})
 
 
+def statement_error(exc: duckdb.Error, message: str, **details: Any) -> VisionDBError:
+    """The error to raise for a statement that failed with `exc`: the visiondb error a function raised inside it
+    (`details` added), else QueryError(`message`, **details), any tag taken out of its text."""
+    return raised_in_udf(exc, **details) or QueryError(_TAG.sub("", message), **details)
+
+
+def without_tags(text: str) -> str:
+    """`text` without the tags `_tagged` puts in UDF errors (for messages built from DuckDB's error text)."""
+    return _TAG.sub("", text)
+
+
 def fail_row(function: str, item: str, error: Exception) -> None:
     """A row of `function` failed: record it in the running statement's sink, or (no sink: a plain SELECT, a REST
     call) raise it naming the function and the row, keeping a visiondb error's type and details."""
@@ -164,8 +175,7 @@ def apply_via_sql(function: "Function", input: Mapping[str, Any]) -> dict:
         cur.execute(f"SELECT {function.id}({placeholders}) AS output", values)
         column = cur.to_arrow_table().column(0).to_pylist(maps_as_pydicts="strict")
     except duckdb.Error as exc:
-        failed = QueryError(f"function {function.id!r} failed: {exc}", function=function.id)
-        raise raised_in_udf(exc) or failed from None
+        raise statement_error(exc, f"function {function.id!r} failed: {exc}", function=function.id) from None
     return output_object(column[0] if column else None, function.output_name())
 
 
