@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     from .errors import VisionDBError
-    from .sql.udf import raised_in_udf, without_tags
+    from .sql.udf import statement_error
 
     args.open_dbs = []
     try:
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return fail(os_error_text(exc))
     except duckdb.Error as exc:
-        raised = raised_in_udf(exc)
-        return fail(raised.message if raised else without_tags(str(exc)))
+        return fail(statement_error(exc, str(exc)).message)  # a function's own error, or DuckDB's text
     except KeyboardInterrupt:
         return 130
 

@@ -165,7 +165,8 @@ def _as_error(exc: Exception, function_id: str, value: str) -> VisionDBError:
     if isinstance(exc, VisionDBError):
         return exc
     if isinstance(exc, duckdb.Error):
-        return statement_error(exc, f"function {function_id!r} failed on {value}: {exc}", function=function_id, uri=value)
+        return statement_error(exc, f"function {function_id!r} failed on {value}: {exc}", function=function_id,
+                               uri=value)
     return VisionDBError(f"function {function_id!r} failed on {value}: {type(exc).__name__}: {exc}",
                          function=function_id, uri=value)
 

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Literal
 import duckdb
 
 from ..errors import QueryError
-from .statements import require_one_statement, sql_tree
+from .statements import require_one_statement, sql_tree, walk_tree
 
 # how a select list carries the source's row-name column:
 # kept (a plain star, or the column itself under its own name), renamed (the column, spelt in another case),
@@ -52,7 +52,8 @@ def parse_select(con: duckdb.DuckDBPyConnection, query: str) -> SelectShape:
     if tree.get("error"):
         raise QueryError(f"SQL error in inputData: {tree.get('error_message', 'cannot parse')}", field="inputData")
     # an unqualified reference to a CTE name reads the CTE, not a table
-    cte_names = {str(e.get("key", "")).lower() for n in _walk(tree) for e in (n.get("cte_map") or {}).get("map", [])}
+    cte_names = {str(e.get("key", "")).lower()
+                 for n in walk_tree(tree) for e in (n.get("cte_map") or {}).get("map", [])}
     tables = [t["table_name"] for t in _base_tables(tree)
               if t.get("schema_name") or t.get("catalog_name") or t["table_name"].lower() not in cte_names]
     statements = tree.get("statements", [])
@@ -79,23 +80,9 @@ def tables_named(tables: list[str], name: str) -> int:
 
 def _base_tables(tree: Any) -> Iterator[dict]:
     """Every BASE_TABLE reference in a parsed statement (FROM, joins, subqueries, CTEs) in the main schema."""
-    for node in _walk(tree):
+    for node in walk_tree(tree):
         if node.get("type") == "BASE_TABLE" and node.get("schema_name", "").lower() in ("", "main"):
             yield node
-
-
-def _walk(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
-    """Every object in a JSON tree, depth first; objects whose `class` is in `skip` are not entered."""
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("class") in skip:
-                continue
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def _needs_all_rows(node: dict) -> bool:
@@ -109,12 +96,12 @@ def _needs_all_rows(node: dict) -> bool:
     if any(m.get("type") != "ORDER_MODIFIER" for m in node.get("modifiers", [])):
         return True  # DISTINCT, LIMIT, LIMIT PERCENT
     own = {k: node.get(k) for k in ("select_list", "where_clause", "from_table")}
-    for item in _walk(own, skip=frozenset({"SUBQUERY"})):
+    for item in walk_tree(own, skip=frozenset({"SUBQUERY"})):
         if item.get("class") == "WINDOW" or item.get("sample"):
             return True
         if item.get("class") == "COLUMN_REF" and str((item.get("column_names") or [""])[-1]).lower() == "rowid":
             return True
-    for item in _walk(node):
+    for item in walk_tree(node):
         name = item.get("function_name") if item.get("class") == "FUNCTION" else \
             (item.get("column_names") or [""])[-1] if item.get("class") == "COLUMN_REF" else ""
         if str(name).lower() in PER_STATEMENT:
@@ -124,8 +111,9 @@ def _needs_all_rows(node: dict) -> bool:
 
 def _plan_combines_rows(con: duckdb.DuckDBPyConnection, query: str) -> bool:
     """Whether DuckDB's plan of `query` holds an operator that is not row by row (an aggregate, window, join,
-    limit, sample...) or a call whose value is the statement's (`PER_STATEMENT`). DuckDB expands macros when it binds, so the plan shows what every called function became
-    (an `sql.expression` is a macro), whoever defined it and however; it is planned on `con`, the cursor the
+    limit, sample...) or a call whose value is the statement's (`PER_STATEMENT`). DuckDB expands macros when it
+    binds, so the plan shows what every called function became (an `sql.expression` is a macro), whoever defined
+    it and however; it is planned on `con`, the cursor the
     chunks run on, whose TEMP macros and search path it shares. The optimizer is off meanwhile: it would turn
     `count(*)` into table statistics and fold a `row_number()` into the scan, and it runs calls on constants (a
     Python UDF would run at planning). ~0.5 ms. A query that does not plan is taken whole: running it reports why."""

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from ..core.entities import quote_ident
 from ..errors import VisionDBError
 from ..storage.images import ref_from_json
+from .names import VISIONDB_FUNCTIONS
 from .udf import create_macro, fail_row, impl_name, register_arrow_udf, udf_call
 
 if TYPE_CHECKING:
@@ -44,5 +46,5 @@ def register_builtins(db: "VisionDB") -> None:
 
     register_arrow_udf(db, impl_name("fetch"), fetch_udf, ["VARCHAR"], "BLOB")
     # FETCH is a reserved word in DuckDB's grammar: `"fetch"(uri)` works quoted, `fetch_bytes(uri)` unquoted.
-    for name in ('"fetch"', "fetch_bytes"):  # VISIONDB_FUNCTIONS
-        create_macro(db, name, ["x"], udf_call(impl_name("fetch"), "to_json(x)"))
+    for name in sorted(VISIONDB_FUNCTIONS):
+        create_macro(db, quote_ident(name), ["x"], udf_call(impl_name("fetch"), "to_json(x)"))

@@ -11,7 +11,7 @@ import duckdb
 IMPL_PREFIX = "__vdb_"
 """Prefix of the Python UDF behind each SQL function visiondb registers (`__vdb_<id>`)."""
 VISIONDB_FUNCTIONS = frozenset({"fetch", "fetch_bytes"})
-"""SQL functions every visiondb database defines (`sql.builtins`)."""
+"""SQL functions every visiondb database defines (`sql.builtins` creates them from this set)."""
 
 
 def reserved_by_visiondb(name: str) -> bool:

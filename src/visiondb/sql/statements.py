@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 
@@ -26,6 +26,20 @@ def sql_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
     return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
 
 
+def walk_tree(tree: Any, skip: frozenset[str] = frozenset()) -> Iterator[dict]:
+    """Every object in a JSON tree, depth first; objects whose `class` is in `skip` are not entered."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class") in skip:
+                continue
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def changes_data(db: Any, sql: str, kind: str) -> bool:
     """Whether a statement DuckDB types as a query (`kind` SELECT or MULTI) holds an INSERT, UPDATE, DELETE or
     MERGE: one in a CTE leaves the statement a SELECT. A SELECT's parse tree is walked for their nodes; a MULTI
@@ -36,16 +50,8 @@ def changes_data(db: Any, sql: str, kind: str) -> bool:
     tree = sql_tree(db.cursor(), sql)
     if tree.get("error"):
         return True  # not a tree we can read: not known to only read
-    stack: list[Any] = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if str(item.get("type", "")).endswith("_QUERY_NODE"):  # INSERT_QUERY_NODE ...; reads are SELECT_NODE...
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+    # INSERT_QUERY_NODE, UPDATE_QUERY_NODE...; reads are SELECT_NODE, SET_OPERATION_NODE...
+    return any(str(item.get("type", "")).endswith("_QUERY_NODE") for item in walk_tree(tree))
 
 
 def is_read_only(db: Any, sql: str) -> bool:

@@ -130,11 +130,6 @@ def statement_error(exc: duckdb.Error, message: str, **details: Any) -> VisionDB
     return raised_in_udf(exc, **details) or QueryError(_TAG.sub("", message), **details)
 
 
-def without_tags(text: str) -> str:
-    """`text` without the tags `_tagged` puts in UDF errors (for messages built from DuckDB's error text)."""
-    return _TAG.sub("", text)
-
-
 def fail_row(function: str, item: str, error: Exception) -> None:
     """A row of `function` failed: record it in the running statement's sink, or (no sink: a plain SELECT, a REST
     call) raise it naming the function and the row, keeping a visiondb error's type and details."""
